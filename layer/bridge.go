@@ -1,0 +1,405 @@
+package layer
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// bridge turns go-fuse node callbacks into stack ops. It owns no file-system
+// logic: it computes paths, carries results back with the configured cache
+// timeouts and keeps the per-inode passthrough rule (see node.openMode).
+type bridge struct {
+	stack    *Stack
+	log      *slog.Logger
+	entryTTL time.Duration
+	attrTTL  time.Duration
+	negTTL   time.Duration
+}
+
+// node is the go-fuse inode of one entry the kernel knows.
+type node struct {
+	fs.Inode
+	Node
+	br *bridge
+
+	mu sync.Mutex
+	// Open handles by mode. The kernel decides passthrough per inode:
+	// once a file is open in passthrough mode a non-passthrough open fails
+	// (and the reverse), so every open of an inode uses one mode until all
+	// its handles are released.
+	ptOpen, daemonOpen int
+}
+
+var (
+	_ fs.NodeLookuper       = (*node)(nil)
+	_ fs.NodeGetattrer      = (*node)(nil)
+	_ fs.NodeSetattrer      = (*node)(nil)
+	_ fs.NodeAccesser       = (*node)(nil)
+	_ fs.NodeReadlinker     = (*node)(nil)
+	_ fs.NodeMknoder        = (*node)(nil)
+	_ fs.NodeMkdirer        = (*node)(nil)
+	_ fs.NodeSymlinker      = (*node)(nil)
+	_ fs.NodeLinker         = (*node)(nil)
+	_ fs.NodeUnlinker       = (*node)(nil)
+	_ fs.NodeRmdirer        = (*node)(nil)
+	_ fs.NodeRenamer        = (*node)(nil)
+	_ fs.NodeCreater        = (*node)(nil)
+	_ fs.NodeOpener         = (*node)(nil)
+	_ fs.NodeReaddirer      = (*node)(nil)
+	_ fs.NodeStatfser       = (*node)(nil)
+	_ fs.NodeGetxattrer     = (*node)(nil)
+	_ fs.NodeSetxattrer     = (*node)(nil)
+	_ fs.NodeListxattrer    = (*node)(nil)
+	_ fs.NodeRemovexattrer  = (*node)(nil)
+	_ fs.NodeCopyFileRanger = (*node)(nil)
+)
+
+func (n *node) call(ctx context.Context) *Call {
+	c := &Call{Context: ctx}
+	if fc, ok := ctx.(*fuse.Context); ok {
+		c.Uid, c.Gid, c.Pid = fc.Uid, fc.Gid, fc.Pid
+	}
+	return c
+}
+
+// path is the node's path relative to the root. An unlinked node gets a
+// path that cannot exist, so path-based ops on it fail with ENOENT rather
+// than acting on the root.
+func (n *node) path() string { return n.Path(n.Root()) }
+
+func (n *node) child(name string) string {
+	p := n.path()
+	if p == "" {
+		return name
+	}
+	return p + "/" + name
+}
+
+func (n *node) do(ctx context.Context, op Op) (*Call, Errno) {
+	c := n.call(ctx)
+	errno := n.br.stack.Do(c, op)
+	return c, errno
+}
+
+// newChild returns the inode for a looked-up or created entry. One inode
+// per backing inode number: hard links share it.
+func (n *node) newChild(ctx context.Context, a *Attr, out *fuse.EntryOut) *fs.Inode {
+	out.Attr = *a
+	out.SetEntryTimeout(n.br.entryTTL)
+	out.SetAttrTimeout(n.br.attrTTL)
+	ch := &node{br: n.br}
+	return n.NewInode(ctx, ch, fs.StableAttr{Mode: a.Mode & syscall.S_IFMT, Ino: a.Ino})
+}
+
+func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, Errno) {
+	op := &LookupOp{Path: n.child(name)}
+	if _, errno := n.do(ctx, op); errno != 0 {
+		if errno == syscall.ENOENT && n.br.negTTL > 0 {
+			out.SetEntryTimeout(n.br.negTTL)
+		}
+		return nil, errno
+	}
+	return n.newChild(ctx, &op.Out, out), 0
+}
+
+func handleOf(f fs.FileHandle) *Handle {
+	switch h := f.(type) {
+	case *fileHandle:
+		return h.h
+	case *ptFileHandle:
+		return h.h
+	}
+	return nil
+}
+
+func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) Errno {
+	op := &GetattrOp{Node: &n.Node, Path: n.path(), Handle: handleOf(f)}
+	if _, errno := n.do(ctx, op); errno != 0 {
+		return errno
+	}
+	out.Attr = op.Out
+	out.SetTimeout(n.br.attrTTL)
+	return 0
+}
+
+func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) Errno {
+	op := &SetattrOp{Node: &n.Node, Path: n.path(), Handle: handleOf(f), In: *in}
+	if _, errno := n.do(ctx, op); errno != 0 {
+		return errno
+	}
+	out.Attr = op.Out
+	out.SetTimeout(n.br.attrTTL)
+	return 0
+}
+
+func (n *node) Access(ctx context.Context, mask uint32) Errno {
+	_, errno := n.do(ctx, &AccessOp{Node: &n.Node, Path: n.path(), Mask: mask})
+	return errno
+}
+
+func (n *node) Readlink(ctx context.Context) ([]byte, Errno) {
+	op := &ReadlinkOp{Node: &n.Node, Path: n.path()}
+	_, errno := n.do(ctx, op)
+	return op.Out, errno
+}
+
+func (n *node) Mknod(ctx context.Context, name string, mode, dev uint32, out *fuse.EntryOut) (*fs.Inode, Errno) {
+	op := &MknodOp{Path: n.child(name), Mode: mode, Rdev: dev}
+	if _, errno := n.do(ctx, op); errno != 0 {
+		return nil, errno
+	}
+	return n.newChild(ctx, &op.Out, out), 0
+}
+
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, Errno) {
+	op := &MkdirOp{Path: n.child(name), Mode: mode}
+	if _, errno := n.do(ctx, op); errno != 0 {
+		return nil, errno
+	}
+	return n.newChild(ctx, &op.Out, out), 0
+}
+
+func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, Errno) {
+	op := &SymlinkOp{Path: n.child(name), Target: target}
+	if _, errno := n.do(ctx, op); errno != 0 {
+		return nil, errno
+	}
+	return n.newChild(ctx, &op.Out, out), 0
+}
+
+func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, Errno) {
+	t, ok := target.(*node)
+	if !ok {
+		return nil, syscall.EXDEV
+	}
+	op := &LinkOp{Node: &t.Node, OldPath: t.path(), NewPath: n.child(name)}
+	if _, errno := n.do(ctx, op); errno != 0 {
+		return nil, errno
+	}
+	return n.newChild(ctx, &op.Out, out), 0
+}
+
+func (n *node) Unlink(ctx context.Context, name string) Errno {
+	_, errno := n.do(ctx, &UnlinkOp{Path: n.child(name)})
+	return errno
+}
+
+func (n *node) Rmdir(ctx context.Context, name string) Errno {
+	_, errno := n.do(ctx, &RmdirOp{Path: n.child(name)})
+	return errno
+}
+
+func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) Errno {
+	np, ok := newParent.(*node)
+	if !ok {
+		return syscall.EXDEV
+	}
+	_, errno := n.do(ctx, &RenameOp{OldPath: n.child(name), NewPath: np.child(newName), Flags: flags})
+	return errno
+}
+
+func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, Errno) {
+	op := &CreateOp{Path: n.child(name), Flags: flags, Mode: mode}
+	c, errno := n.do(ctx, op)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	ch := n.newChild(ctx, &op.Out, out)
+	fh, fflags, errno := ch.Operations().(*node).adopt(c, op.Handle)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	return ch, fh, fflags, 0
+}
+
+func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, Errno) {
+	op := &OpenOp{Node: &n.Node, Path: n.path(), Flags: flags}
+	c, errno := n.do(ctx, op)
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	return n.adopt(c, op.Handle)
+}
+
+// adopt wraps a handle from Open/Create in the go-fuse file type that
+// matches the inode's mode (see node.ptOpen).
+func (n *node) adopt(c *Call, h *Handle) (fs.FileHandle, uint32, Errno) {
+	if h == nil {
+		return nil, 0, syscall.EIO
+	}
+	var fflags uint32
+	if h.KeepCache {
+		fflags |= fuse.FOPEN_KEEP_CACHE
+	}
+	if h.DirectIO {
+		fflags |= fuse.FOPEN_DIRECT_IO
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	pt := h.Passthrough && h.Fd >= 0 && n.daemonOpen == 0 && !h.DirectIO
+	if !pt && n.ptOpen > 0 {
+		// A filter needs to see this file's I/O but the kernel has it
+		// open in passthrough mode; mixing would give EIO on the next
+		// read. Refuse clearly instead.
+		n.br.log.Warn("open refused: file is open in passthrough mode", "path", n.path())
+		n.br.stack.Do(InternalCall(c.Context), &ReleaseOp{Handle: h})
+		return nil, 0, syscall.EBUSY
+	}
+	fh := &fileHandle{n: n, h: h, pt: pt}
+	if pt {
+		n.ptOpen++
+		return &ptFileHandle{fileHandle: fh}, fflags, 0
+	}
+	n.daemonOpen++
+	return fh, fflags, 0
+}
+
+func (n *node) Readdir(ctx context.Context) (fs.DirStream, Errno) {
+	op := &ReaddirOp{Node: &n.Node, Path: n.path()}
+	if _, errno := n.do(ctx, op); errno != 0 {
+		return nil, errno
+	}
+	ents := make([]fuse.DirEntry, len(op.Entries))
+	for i, e := range op.Entries {
+		ents[i] = fuse.DirEntry{Name: e.Name, Ino: e.Ino, Mode: e.Mode}
+	}
+	return fs.NewListDirStream(ents), 0
+}
+
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) Errno {
+	op := &StatfsOp{Path: n.path()}
+	_, errno := n.do(ctx, op)
+	*out = op.Out
+	return errno
+}
+
+func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, Errno) {
+	op := &GetxattrOp{Node: &n.Node, Path: n.path(), Name: attr, Dest: dest}
+	_, errno := n.do(ctx, op)
+	return op.Size, errno
+}
+
+func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) Errno {
+	_, errno := n.do(ctx, &SetxattrOp{Node: &n.Node, Path: n.path(), Name: attr, Data: data, Flags: flags})
+	return errno
+}
+
+func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, Errno) {
+	op := &ListxattrOp{Node: &n.Node, Path: n.path(), Dest: dest}
+	_, errno := n.do(ctx, op)
+	return op.Size, errno
+}
+
+func (n *node) Removexattr(ctx context.Context, attr string) Errno {
+	_, errno := n.do(ctx, &RemovexattrOp{Node: &n.Node, Path: n.path(), Name: attr})
+	return errno
+}
+
+func (n *node) CopyFileRange(ctx context.Context, fhIn fs.FileHandle, offIn uint64, out *fs.Inode, fhOut fs.FileHandle, offOut uint64, len uint64, flags uint64) (uint32, Errno) {
+	in, o := handleOf(fhIn), handleOf(fhOut)
+	if in == nil || o == nil {
+		return 0, syscall.EBADF
+	}
+	op := &CopyFileRangeOp{In: in, OffIn: offIn, Out: o, OffOut: offOut, Len: len, Flags: flags}
+	_, errno := n.do(ctx, op)
+	return op.Copied, errno
+}
+
+// fileHandle is an open file whose reads and writes go through the stack.
+type fileHandle struct {
+	n  *node
+	h  *Handle
+	pt bool
+}
+
+// ptFileHandle is an open file the kernel reads and writes directly (FUSE
+// passthrough). It must be a distinct type: go-fuse registers a backing
+// file for every handle that has a PassthroughFd method.
+type ptFileHandle struct {
+	*fileHandle
+}
+
+// PassthroughFd implements fs.FilePassthroughFder.
+func (f *ptFileHandle) PassthroughFd() (int, bool) { return f.h.Fd, f.h.Fd >= 0 }
+
+var (
+	_ fs.FileReader          = (*fileHandle)(nil)
+	_ fs.FileWriter          = (*fileHandle)(nil)
+	_ fs.FileFlusher         = (*fileHandle)(nil)
+	_ fs.FileFsyncer         = (*fileHandle)(nil)
+	_ fs.FileReleaser        = (*fileHandle)(nil)
+	_ fs.FileLseeker         = (*fileHandle)(nil)
+	_ fs.FileAllocater       = (*fileHandle)(nil)
+	_ fs.FileGetlker         = (*fileHandle)(nil)
+	_ fs.FileSetlker         = (*fileHandle)(nil)
+	_ fs.FileSetlkwer        = (*fileHandle)(nil)
+	_ fs.FilePassthroughFder = (*ptFileHandle)(nil)
+)
+
+func (f *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, Errno) {
+	op := &ReadOp{Handle: f.h, Off: off, Dest: dest}
+	_, errno := f.n.do(ctx, op)
+	return op.Out, errno
+}
+
+func (f *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32, Errno) {
+	op := &WriteOp{Handle: f.h, Off: off, Data: data}
+	_, errno := f.n.do(ctx, op)
+	return op.Written, errno
+}
+
+func (f *fileHandle) Flush(ctx context.Context) Errno {
+	_, errno := f.n.do(ctx, &FlushOp{Handle: f.h})
+	return errno
+}
+
+func (f *fileHandle) Fsync(ctx context.Context, flags uint32) Errno {
+	_, errno := f.n.do(ctx, &FsyncOp{Handle: f.h, Flags: flags})
+	return errno
+}
+
+func (f *fileHandle) Release(ctx context.Context) Errno {
+	_, errno := f.n.do(ctx, &ReleaseOp{Handle: f.h})
+	f.n.mu.Lock()
+	if f.pt {
+		f.n.ptOpen--
+	} else {
+		f.n.daemonOpen--
+	}
+	f.n.mu.Unlock()
+	return errno
+}
+
+func (f *fileHandle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, Errno) {
+	op := &LseekOp{Handle: f.h, Off: off, Whence: whence}
+	_, errno := f.n.do(ctx, op)
+	return op.Out, errno
+}
+
+func (f *fileHandle) Allocate(ctx context.Context, off, size uint64, mode uint32) Errno {
+	_, errno := f.n.do(ctx, &AllocateOp{Handle: f.h, Off: off, Size: size, Mode: mode})
+	return errno
+}
+
+func (f *fileHandle) Getlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32, out *fuse.FileLock) Errno {
+	op := &GetlkOp{Handle: f.h, Owner: owner, Lk: *lk, Flags: flags}
+	_, errno := f.n.do(ctx, op)
+	*out = op.Out
+	return errno
+}
+
+func (f *fileHandle) Setlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) Errno {
+	_, errno := f.n.do(ctx, &SetlkOp{Handle: f.h, Owner: owner, Lk: *lk, Flags: flags})
+	return errno
+}
+
+func (f *fileHandle) Setlkw(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) Errno {
+	_, errno := f.n.do(ctx, &SetlkOp{Handle: f.h, Owner: owner, Lk: *lk, Flags: flags, Wait: true})
+	return errno
+}

@@ -1,0 +1,91 @@
+// Package conformance checks that a stack behaves like a local file system.
+// It mounts the stack for real (FUSE, in-process) over a fresh backing
+// directory and runs go-fuse's posixtest suite plus this project's own
+// scenarios against it. Every filter package runs it against the stacks it
+// builds, so a filter that breaks local-file-system semantics is caught
+// where it is written.
+package conformance
+
+import (
+	"os"
+	"testing"
+
+	"github.com/hanwen/go-fuse/v2/posixtest"
+	"github.com/vfsfilter/vfsfilter/layer"
+)
+
+// StackFunc builds the stack under test over the backing directory.
+type StackFunc func(t testing.TB, backing string) *layer.Stack
+
+// Skip lists posixtest cases that are wrong on every file system, ext4
+// included, and so are not run.
+var Skip = map[string]string{
+	"FcntlFlockLocksFile": "the test expects a lock to be released by close of another fd; wrong on every file system",
+}
+
+// RequireFUSE fails (in CI) or skips (elsewhere) when this machine cannot
+// mount FUSE as root.
+func RequireFUSE(t testing.TB) {
+	t.Helper()
+	reason := ""
+	if os.Geteuid() != 0 {
+		reason = "needs root to mount FUSE with passthrough"
+	} else if _, err := os.Stat("/dev/fuse"); err != nil {
+		reason = "no /dev/fuse"
+	}
+	if reason == "" {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("FUSE tests must run in CI: %s", reason)
+	}
+	t.Skip(reason)
+}
+
+// Mount builds a stack with mk over a new backing dir, mounts it and
+// unmounts it when the test ends. It returns the mountpoint and the
+// backing dir.
+func Mount(t testing.TB, mk StackFunc, opts layer.MountOptions) (mnt, backing string) {
+	t.Helper()
+	RequireFUSE(t)
+	backing = t.TempDir()
+	mnt = t.TempDir()
+	st := mk(t, backing)
+	srv, err := layer.Mount(mnt, st, opts)
+	if err != nil {
+		t.Fatalf("mount: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Unmount(); err != nil {
+			t.Errorf("unmount %s: %v", mnt, err)
+		}
+	})
+	return mnt, backing
+}
+
+// RunPosix runs every posixtest case, each on a fresh mount.
+func RunPosix(t *testing.T, mk StackFunc, opts layer.MountOptions) {
+	for name, fn := range posixtest.All {
+		t.Run(name, func(t *testing.T) {
+			if why, ok := Skip[name]; ok {
+				t.Skip(why)
+			}
+			mnt, _ := Mount(t, mk, opts)
+			fn(t, mnt)
+		})
+	}
+}
+
+// Passthrough is a StackFunc for the passthrough alone.
+func Passthrough(t testing.TB, backing string) *layer.Stack {
+	pt, err := layer.NewPassthrough(backing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pt.Close() })
+	st, err := layer.NewStack(nil, pt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}

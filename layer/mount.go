@@ -1,0 +1,131 @@
+package layer
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"log/slog"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// MountOptions configures a mount.
+type MountOptions struct {
+	// ReadOnly mounts read-only (the kernel refuses writes with EROFS).
+	ReadOnly bool
+	// AllowOther lets other users use the mount; it implies
+	// default_permissions, so the kernel checks permissions from the
+	// attributes we report instead of trusting the daemon (root) to.
+	AllowOther bool
+	// Debug logs every FUSE request and reply.
+	Debug bool
+	// Options are extra kernel mount options ("nosuid", "noatime", ...).
+	Options []string
+	// EntryTimeout, AttrTimeout and NegativeTimeout are how long the kernel
+	// may cache names, attributes and failed lookups. Zero means the
+	// defaults (1s, 1s, none). Longer timeouts are faster but only correct
+	// when nothing changes the backing dir behind the mount's back.
+	EntryTimeout, AttrTimeout, NegativeTimeout time.Duration
+	// FsName is shown as the source in /proc/mounts.
+	FsName string
+	// Logger receives the daemon's log lines; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Server is a live mount.
+type Server struct {
+	srv        *fuse.Server
+	mountpoint string
+}
+
+// Mount serves stack at mountpoint and returns once the kernel can use it.
+func Mount(mountpoint string, stack *Stack, opts MountOptions) (*Server, error) {
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	br := &bridge{
+		stack:    stack,
+		log:      logger,
+		entryTTL: opts.EntryTimeout,
+		attrTTL:  opts.AttrTimeout,
+		negTTL:   opts.NegativeTimeout,
+	}
+	if br.entryTTL == 0 {
+		br.entryTTL = time.Second
+	}
+	if br.attrTTL == 0 {
+		br.attrTTL = time.Second
+	}
+	root := &node{br: br}
+	if errno := stack.Do(InternalCall(context.Background()), &GetattrOp{Path: ""}); errno != 0 {
+		return nil, fmt.Errorf("stat backing root: %w", errno)
+	}
+
+	mo := fuse.MountOptions{
+		AllowOther:    opts.AllowOther,
+		FsName:        opts.FsName,
+		Name:          "vfsfilter",
+		Debug:         opts.Debug,
+		EnableLocks:   true,
+		DirectMount:   true,
+		MaxWrite:      1 << 20,
+		MaxReadAhead:  1 << 20,
+		MaxBackground: 64,
+		Logger:        log.New(slogWriter{logger}, "", 0),
+	}
+	mo.Options = append(mo.Options, opts.Options...)
+	if opts.AllowOther {
+		mo.Options = append(mo.Options, "default_permissions")
+	}
+	if opts.ReadOnly {
+		mo.Options = append(mo.Options, "ro")
+	}
+	entry, attr, neg := br.entryTTL, br.attrTTL, br.negTTL
+	fo := &fs.Options{
+		MountOptions:    mo,
+		EntryTimeout:    &entry,
+		AttrTimeout:     &attr,
+		NegativeTimeout: &neg,
+		Logger:          log.New(slogWriter{logger}, "", 0),
+	}
+	// Created files get the umask applied once, by the kernel, before the
+	// mode reaches us; the daemon's own umask must not apply a second time.
+	syscall.Umask(0)
+	srv, err := fs.Mount(mountpoint, root, fo)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{srv: srv, mountpoint: mountpoint}, nil
+}
+
+// Wait blocks until the file system is unmounted.
+func (s *Server) Wait() { s.srv.Wait() }
+
+// Unmount unmounts the file system. It retries for a short while when the
+// mount is busy, then gives up with the error (EBUSY).
+func (s *Server) Unmount() error {
+	var err error
+	for i := 0; i < 20; i++ {
+		if err = s.srv.Unmount(); err == nil {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return err
+}
+
+// KernelFlags reports the capabilities negotiated with the kernel.
+func (s *Server) KernelFlags() uint64 { return s.srv.KernelSettings().Flags64() }
+
+// slogWriter routes go-fuse's log.Logger output to slog.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Debug(strings.TrimRight(string(p), "\n"), "source", "go-fuse")
+	return len(p), nil
+}

@@ -1,0 +1,789 @@
+package layer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// Passthrough is the bottom of every stack: it completes each op on a real
+// directory. Every access is made relative to an fd of that directory with
+// *at syscalls; intermediate components are resolved with openat2
+// RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, so neither a symlink in the backing
+// tree nor a rename racing with us can lead outside it. Symlinks are returned
+// as symlinks (the kernel follows them, inside the mount).
+type Passthrough struct {
+	root    string
+	rootFd  int
+	rootDev uint64
+	att     *Attachment
+}
+
+// NewPassthrough opens the backing directory dir. The error wraps
+// fs.ErrNotExist when dir is missing and syscall.ENOTDIR when it is not a
+// directory.
+func NewPassthrough(dir string) (*Passthrough, error) {
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open backing dir", Path: dir, Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, &os.PathError{Op: "stat backing dir", Path: dir, Err: err}
+	}
+	return &Passthrough{root: dir, rootFd: fd, rootDev: st.Dev}, nil
+}
+
+// Root returns the backing directory's path.
+func (p *Passthrough) Root() string { return p.root }
+
+// Close releases the backing directory's fd.
+func (p *Passthrough) Close() error { return unix.Close(p.rootFd) }
+
+// Name implements Filter.
+func (p *Passthrough) Name() string { return "passthrough" }
+
+// Altitude implements Filter.
+func (p *Passthrough) Altitude() int { return AltitudePassthrough }
+
+// Attach implements Filter: the passthrough completes every op.
+func (p *Passthrough) Attach(a *Attachment) error {
+	p.att = a
+	OnPre(a, complete(p.lookup))
+	OnPre(a, complete(p.getattr))
+	OnPre(a, complete(p.setattr))
+	OnPre(a, complete(p.access))
+	OnPre(a, complete(p.readlink))
+	OnPre(a, complete(p.mknod))
+	OnPre(a, complete(p.mkdir))
+	OnPre(a, complete(p.symlink))
+	OnPre(a, complete(p.link))
+	OnPre(a, complete(p.unlink))
+	OnPre(a, complete(p.rmdir))
+	OnPre(a, complete(p.rename))
+	OnPre(a, complete(p.create))
+	OnPre(a, complete(p.open))
+	OnPre(a, complete(p.readdir))
+	OnPre(a, complete(p.statfs))
+	OnPre(a, complete(p.getxattr))
+	OnPre(a, complete(p.setxattr))
+	OnPre(a, complete(p.listxattr))
+	OnPre(a, complete(p.removexattr))
+	OnPre(a, complete(p.read))
+	OnPre(a, complete(p.write))
+	OnPre(a, complete(p.flush))
+	OnPre(a, complete(p.fsync))
+	OnPre(a, complete(p.release))
+	OnPre(a, complete(p.lseek))
+	OnPre(a, complete(p.allocate))
+	OnPre(a, complete(p.copyFileRange))
+	OnPre(a, complete(p.getlk))
+	OnPre(a, complete(p.setlk))
+	return nil
+}
+
+// complete adapts a plain handler to a pre-callback that always completes.
+func complete[O Op](f func(*Call, O) error) PreFunc[O] {
+	return func(c *Call, op O) (Status, Errno) {
+		return Complete, ToErrno(f(c, op))
+	}
+}
+
+// resolveHow is how every directory on the way to an entry is opened.
+var resolveHow = unix.OpenHow{
+	Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+	Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+}
+
+// at returns a directory fd and a name within it for path, and a function
+// that releases the fd. For the root itself it returns the root fd and "".
+func (p *Passthrough) at(path string) (int, string, func(), error) {
+	if path == "" {
+		return p.rootFd, "", func() {}, nil
+	}
+	i := strings.LastIndexByte(path, '/')
+	if i < 0 {
+		return p.rootFd, path, func() {}, nil
+	}
+	fd, err := openat2(p.rootFd, path[:i], &resolveHow)
+	if err != nil {
+		return -1, "", nil, err
+	}
+	return fd, path[i+1:], func() { unix.Close(fd) }, nil
+}
+
+func openat2(dirfd int, path string, how *unix.OpenHow) (int, error) {
+	for {
+		fd, err := unix.Openat2(dirfd, path, how)
+		if err == unix.EINTR || err == unix.EAGAIN {
+			continue
+		}
+		return fd, err
+	}
+}
+
+// nameFlags returns the flags for an *at call on (dirfd, name): when name is
+// "" the call targets dirfd itself.
+func nameFlags(name string) int {
+	if name == "" {
+		return unix.AT_EMPTY_PATH | unix.AT_SYMLINK_NOFOLLOW
+	}
+	return unix.AT_SYMLINK_NOFOLLOW
+}
+
+// openFile opens path itself (not following a final symlink) with flags.
+func (p *Passthrough) openFile(path string, flags int, mode uint32) (int, error) {
+	if path == "" {
+		return unix.Openat(p.rootFd, ".", flags|unix.O_CLOEXEC, mode)
+	}
+	how := unix.OpenHow{
+		Flags:   uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW),
+		Mode:    uint64(mode),
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	}
+	if flags&unix.O_CREAT == 0 {
+		how.Mode = 0
+	}
+	fd, err := openat2(p.rootFd, path, &how)
+	if err == unix.ELOOP && flags&unix.O_PATH == 0 {
+		// A final symlink: open(2) with O_NOFOLLOW reports ELOOP too.
+		return -1, unix.ELOOP
+	}
+	return fd, err
+}
+
+func (p *Passthrough) stat(path string, out *Attr) error {
+	dfd, name, done, err := p.at(path)
+	if err != nil {
+		return err
+	}
+	defer done()
+	var st unix.Stat_t
+	if err := unix.Fstatat(dfd, name, &st, nameFlags(name)); err != nil {
+		return err
+	}
+	p.fill(out, &st)
+	return nil
+}
+
+// fill converts st into out. Inode numbers of the backing file system are
+// kept as they are, so hard links and `ls -i` look as they do underneath;
+// entries on another device (a file system mounted inside the backing dir)
+// get the device mixed in so they cannot collide.
+func (p *Passthrough) fill(out *Attr, st *unix.Stat_t) {
+	FillAttr(out, st)
+	if st.Dev != p.rootDev {
+		out.Ino = st.Ino ^ (st.Dev<<32 | st.Dev>>32)
+	}
+}
+
+// FillAttr converts a stat result into an Attr.
+func FillAttr(out *Attr, st *unix.Stat_t) {
+	*out = Attr{
+		Ino:     st.Ino,
+		Size:    uint64(st.Size),
+		Blocks:  uint64(st.Blocks),
+		Atime:   uint64(st.Atim.Sec),
+		Mtime:   uint64(st.Mtim.Sec),
+		Ctime:   uint64(st.Ctim.Sec),
+		Mode:    st.Mode,
+		Nlink:   uint32(st.Nlink),
+		Rdev:    uint32(st.Rdev),
+		Blksize: uint32(st.Blksize),
+	}
+	out.Atimensec = uint32(st.Atim.Nsec)
+	out.Mtimensec = uint32(st.Mtim.Nsec)
+	out.Ctimensec = uint32(st.Ctim.Nsec)
+	out.Uid = st.Uid
+	out.Gid = st.Gid
+}
+
+func (p *Passthrough) lookup(c *Call, op *LookupOp) error { return p.stat(op.Path, &op.Out) }
+
+func (p *Passthrough) getattr(c *Call, op *GetattrOp) error {
+	if op.Handle != nil && op.Handle.Fd >= 0 {
+		var st unix.Stat_t
+		if err := unix.Fstat(op.Handle.Fd, &st); err != nil {
+			return err
+		}
+		p.fill(&op.Out, &st)
+		return nil
+	}
+	return p.stat(op.Path, &op.Out)
+}
+
+func (p *Passthrough) setattr(c *Call, op *SetattrOp) error {
+	in := &op.In
+	fd := -1
+	if op.Handle != nil {
+		fd = op.Handle.Fd
+	}
+	dfd, name, done, err := p.at(op.Path)
+	if fd < 0 {
+		if err != nil {
+			return err
+		}
+		defer done()
+	} else if err == nil {
+		done()
+	}
+	if in.Valid&fuse.FATTR_MODE != 0 {
+		mode := in.Mode & 07777
+		if fd >= 0 {
+			err = unix.Fchmod(fd, mode)
+		} else {
+			err = fchmodat2(dfd, name, mode, nameFlags(name))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if in.Valid&(fuse.FATTR_UID|fuse.FATTR_GID) != 0 {
+		uid, gid := -1, -1
+		if in.Valid&fuse.FATTR_UID != 0 {
+			uid = int(in.Uid)
+		}
+		if in.Valid&fuse.FATTR_GID != 0 {
+			gid = int(in.Gid)
+		}
+		if fd >= 0 {
+			err = unix.Fchown(fd, uid, gid)
+		} else {
+			err = unix.Fchownat(dfd, name, uid, gid, nameFlags(name))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if in.Valid&fuse.FATTR_SIZE != 0 {
+		tfd := fd
+		if tfd < 0 || op.Handle.Flags&unix.O_ACCMODE == unix.O_RDONLY {
+			tfd, err = p.openFile(op.Path, unix.O_WRONLY, 0)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(tfd)
+		}
+		if err := unix.Ftruncate(tfd, int64(in.Size)); err != nil {
+			return err
+		}
+		if in.Valid&fuse.FATTR_KILL_SUIDGID != 0 {
+			if err := killSuidgid(tfd); err != nil {
+				return err
+			}
+		}
+	}
+	if in.Valid&(fuse.FATTR_ATIME|fuse.FATTR_MTIME|fuse.FATTR_ATIME_NOW|fuse.FATTR_MTIME_NOW) != 0 {
+		ts := [2]unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+		switch {
+		case in.Valid&fuse.FATTR_ATIME_NOW != 0:
+			ts[0].Nsec = unix.UTIME_NOW
+		case in.Valid&fuse.FATTR_ATIME != 0:
+			ts[0] = unix.Timespec{Sec: int64(in.Atime), Nsec: int64(in.Atimensec)}
+		}
+		switch {
+		case in.Valid&fuse.FATTR_MTIME_NOW != 0:
+			ts[1].Nsec = unix.UTIME_NOW
+		case in.Valid&fuse.FATTR_MTIME != 0:
+			ts[1] = unix.Timespec{Sec: int64(in.Mtime), Nsec: int64(in.Mtimensec)}
+		}
+		if fd >= 0 {
+			err = futimens(fd, &ts)
+		} else if name == "" {
+			err = unix.UtimesNanoAt(dfd, "", ts[:], unix.AT_EMPTY_PATH)
+		} else {
+			err = unix.UtimesNanoAt(dfd, name, ts[:], unix.AT_SYMLINK_NOFOLLOW)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if fd >= 0 {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return err
+		}
+		p.fill(&op.Out, &st)
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(dfd, name, &st, nameFlags(name)); err != nil {
+		return err
+	}
+	p.fill(&op.Out, &st)
+	return nil
+}
+
+// killSuidgid clears the set-user-ID bit and, when group execute is set,
+// the set-group-ID bit: what a local file system does when an unprivileged
+// caller writes or truncates a file.
+func killSuidgid(fd int) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	mode := st.Mode & 07777
+	kill := uint32(unix.S_ISUID)
+	if mode&unix.S_IXGRP != 0 {
+		kill |= unix.S_ISGID
+	}
+	if mode&kill == 0 {
+		return nil
+	}
+	return unix.Fchmod(fd, mode&^kill)
+}
+
+func (p *Passthrough) access(c *Call, op *AccessOp) error {
+	var a Attr
+	if err := p.stat(op.Path, &a); err != nil {
+		return err
+	}
+	return CheckAccess(&a, c.Uid, c.Gid, op.Mask)
+}
+
+// CheckAccess applies the classic owner/group/other permission check of
+// mask (R_OK|W_OK|X_OK) for uid/gid against a. Root may read and write
+// anything and execute what has an execute bit (or is a directory).
+func CheckAccess(a *Attr, uid, gid, mask uint32) error {
+	mask &= 7
+	if mask == 0 {
+		return nil
+	}
+	if uid == 0 {
+		if mask&1 != 0 && a.Mode&0111 == 0 && a.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+			return syscall.EACCES
+		}
+		return nil
+	}
+	perm := a.Mode & 7
+	switch {
+	case uid == a.Uid:
+		perm = (a.Mode >> 6) & 7
+	case gid == a.Gid:
+		perm = (a.Mode >> 3) & 7
+	}
+	if perm&mask != mask {
+		return syscall.EACCES
+	}
+	return nil
+}
+
+func (p *Passthrough) readlink(c *Call, op *ReadlinkOp) error {
+	dfd, name, done, err := p.at(op.Path)
+	if err != nil {
+		return err
+	}
+	defer done()
+	buf := make([]byte, unix.PathMax)
+	n, err := unix.Readlinkat(dfd, name, buf)
+	if err != nil {
+		return err
+	}
+	op.Out = buf[:n]
+	return nil
+}
+
+// own gives a new entry the caller's ownership. The daemon creates entries
+// as root; a local file system would have created them as the caller, with
+// the group of a set-group-ID parent. Chown clears set-user/group-ID bits
+// of non-directories, so they are restored afterwards.
+func (p *Passthrough) own(c *Call, dfd int, name string, mode uint32) error {
+	if c.Internal || (c.Uid == 0 && c.Gid == 0) {
+		return nil
+	}
+	var parent unix.Stat_t
+	if err := unix.Fstatat(dfd, "", &parent, unix.AT_EMPTY_PATH); err != nil {
+		return err
+	}
+	gid := int(c.Gid)
+	if parent.Mode&unix.S_ISGID != 0 {
+		gid = -1
+	}
+	if err := unix.Fchownat(dfd, name, int(c.Uid), gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	if mode&(unix.S_ISUID|unix.S_ISGID) != 0 && mode&unix.S_IFMT != unix.S_IFLNK {
+		return fchmodat2(dfd, name, mode&07777, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	return nil
+}
+
+// created finishes a creation: ownership, then the attributes to reply
+// with. If giving ownership fails the new entry is removed again, so a
+// failed call leaves nothing behind.
+func (p *Passthrough) created(c *Call, dfd int, name string, mode uint32, out *Attr) error {
+	if err := p.own(c, dfd, name, mode); err != nil {
+		flags := 0
+		if mode&unix.S_IFMT == unix.S_IFDIR {
+			flags = unix.AT_REMOVEDIR
+		}
+		unix.Unlinkat(dfd, name, flags)
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	p.fill(out, &st)
+	return nil
+}
+
+func (p *Passthrough) mknod(c *Call, op *MknodOp) error {
+	dfd, name, done, err := p.at(op.Path)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := unix.Mknodat(dfd, name, op.Mode, int(op.Rdev)); err != nil {
+		return err
+	}
+	return p.created(c, dfd, name, op.Mode, &op.Out)
+}
+
+func (p *Passthrough) mkdir(c *Call, op *MkdirOp) error {
+	dfd, name, done, err := p.at(op.Path)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := unix.Mkdirat(dfd, name, op.Mode); err != nil {
+		return err
+	}
+	return p.created(c, dfd, name, op.Mode|unix.S_IFDIR, &op.Out)
+}
+
+func (p *Passthrough) symlink(c *Call, op *SymlinkOp) error {
+	dfd, name, done, err := p.at(op.Path)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := unix.Symlinkat(op.Target, dfd, name); err != nil {
+		return err
+	}
+	return p.created(c, dfd, name, unix.S_IFLNK, &op.Out)
+}
+
+func (p *Passthrough) link(c *Call, op *LinkOp) error {
+	odfd, oname, odone, err := p.at(op.OldPath)
+	if err != nil {
+		return err
+	}
+	defer odone()
+	ndfd, nname, ndone, err := p.at(op.NewPath)
+	if err != nil {
+		return err
+	}
+	defer ndone()
+	if err := unix.Linkat(odfd, oname, ndfd, nname, 0); err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(ndfd, nname, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	p.fill(&op.Out, &st)
+	return nil
+}
+
+func (p *Passthrough) unlink(c *Call, op *UnlinkOp) error {
+	dfd, name, done, err := p.at(op.Path)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return unix.Unlinkat(dfd, name, 0)
+}
+
+func (p *Passthrough) rmdir(c *Call, op *RmdirOp) error {
+	dfd, name, done, err := p.at(op.Path)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return unix.Unlinkat(dfd, name, unix.AT_REMOVEDIR)
+}
+
+func (p *Passthrough) rename(c *Call, op *RenameOp) error {
+	odfd, oname, odone, err := p.at(op.OldPath)
+	if err != nil {
+		return err
+	}
+	defer odone()
+	ndfd, nname, ndone, err := p.at(op.NewPath)
+	if err != nil {
+		return err
+	}
+	defer ndone()
+	return unix.Renameat2(odfd, oname, ndfd, nname, uint(op.Flags))
+}
+
+// openFlags are the open(2) flags the backing file is opened with: the
+// caller's, less those that only make sense to the kernel above us.
+func openFlags(flags uint32) int {
+	f := int(flags) &^ (unix.O_NOCTTY | unix.O_CLOEXEC | syscall.O_CREAT | syscall.O_EXCL)
+	return f | unix.O_NOFOLLOW | unix.O_CLOEXEC
+}
+
+func (p *Passthrough) create(c *Call, op *CreateOp) error {
+	dfd, name, done, err := p.at(op.Path)
+	if err != nil {
+		return err
+	}
+	defer done()
+	flags := openFlags(op.Flags) | unix.O_CREAT
+	if op.Flags&syscall.O_EXCL != 0 {
+		flags |= unix.O_EXCL
+	}
+	fd, err := unix.Openat(dfd, name, flags, op.Mode&07777)
+	if err != nil {
+		return err
+	}
+	if err := p.created(c, dfd, name, op.Mode, &op.Out); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	op.Handle = NewHandle(fd, op.Flags)
+	op.Handle.Passthrough = true
+	return nil
+}
+
+func (p *Passthrough) open(c *Call, op *OpenOp) error {
+	fd, err := p.openFile(op.Path, openFlags(op.Flags), 0)
+	if err != nil {
+		return err
+	}
+	op.Handle = NewHandle(fd, op.Flags)
+	op.Handle.Passthrough = true
+	return nil
+}
+
+func (p *Passthrough) readdir(c *Call, op *ReaddirOp) error {
+	fd, err := p.openFile(op.Path, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	ents := op.Entries[:0]
+	err = readDirents(fd, func(name string, ino uint64, typ uint8) {
+		if st.Dev != p.rootDev {
+			ino ^= st.Dev<<32 | st.Dev>>32
+		}
+		ents = append(ents, DirEntry{Name: name, Ino: ino, Mode: uint32(typ) << 12})
+	})
+	op.Entries = ents
+	return err
+}
+
+func (p *Passthrough) statfs(c *Call, op *StatfsOp) error {
+	var st syscall.Statfs_t
+	if err := syscall.Fstatfs(p.rootFd, &st); err != nil {
+		return err
+	}
+	op.Out.FromStatfsT(&st)
+	return nil
+}
+
+func (p *Passthrough) getxattr(c *Call, op *GetxattrOp) error {
+	dfd, name, done, err := p.at(op.Path)
+	if err != nil {
+		return err
+	}
+	defer done()
+	n, err := getxattrat(dfd, name, nameFlags(name), op.Name, op.Dest)
+	op.Size = uint32(n)
+	return err
+}
+
+func (p *Passthrough) setxattr(c *Call, op *SetxattrOp) error {
+	dfd, name, done, err := p.at(op.Path)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return setxattrat(dfd, name, nameFlags(name), op.Name, op.Data, op.Flags)
+}
+
+func (p *Passthrough) listxattr(c *Call, op *ListxattrOp) error {
+	dfd, name, done, err := p.at(op.Path)
+	if err != nil {
+		return err
+	}
+	defer done()
+	n, err := listxattrat(dfd, name, nameFlags(name), op.Dest)
+	op.Size = uint32(n)
+	return err
+}
+
+func (p *Passthrough) removexattr(c *Call, op *RemovexattrOp) error {
+	dfd, name, done, err := p.at(op.Path)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return removexattrat(dfd, name, nameFlags(name), op.Name)
+}
+
+// errNoFd is returned for I/O on a handle the passthrough did not open.
+var errNoFd = syscall.EBADF
+
+func (p *Passthrough) read(c *Call, op *ReadOp) error {
+	if op.Handle.Fd < 0 {
+		return errNoFd
+	}
+	n, err := unix.Pread(op.Handle.Fd, op.Dest, op.Off)
+	if err != nil {
+		return err
+	}
+	op.Out = fuse.ReadResultData(op.Dest[:n])
+	return nil
+}
+
+func (p *Passthrough) write(c *Call, op *WriteOp) error {
+	if op.Handle.Fd < 0 {
+		return errNoFd
+	}
+	n, err := unix.Pwrite(op.Handle.Fd, op.Data, op.Off)
+	op.Written = uint32(max(n, 0))
+	if err != nil {
+		return err
+	}
+	if op.KillSuidgid {
+		return killSuidgid(op.Handle.Fd)
+	}
+	return nil
+}
+
+func (p *Passthrough) flush(c *Call, op *FlushOp) error {
+	if op.Handle.Fd < 0 {
+		return nil
+	}
+	// close(2) of a dup releases the POSIX locks the caller held through
+	// this file and reports delayed write errors, as a local close would.
+	nfd, err := unix.Dup(op.Handle.Fd)
+	if err != nil {
+		return err
+	}
+	return unix.Close(nfd)
+}
+
+func (p *Passthrough) fsync(c *Call, op *FsyncOp) error {
+	if op.Handle.Fd < 0 {
+		return nil
+	}
+	if op.Flags&1 != 0 {
+		return unix.Fdatasync(op.Handle.Fd)
+	}
+	return unix.Fsync(op.Handle.Fd)
+}
+
+func (p *Passthrough) release(c *Call, op *ReleaseOp) error {
+	if op.Handle.Fd < 0 {
+		return nil
+	}
+	err := unix.Close(op.Handle.Fd)
+	op.Handle.Fd = -1
+	return err
+}
+
+func (p *Passthrough) lseek(c *Call, op *LseekOp) error {
+	if op.Handle.Fd < 0 {
+		return errNoFd
+	}
+	off, err := unix.Seek(op.Handle.Fd, int64(op.Off), int(op.Whence))
+	op.Out = uint64(off)
+	return err
+}
+
+func (p *Passthrough) allocate(c *Call, op *AllocateOp) error {
+	if op.Handle.Fd < 0 {
+		return errNoFd
+	}
+	return unix.Fallocate(op.Handle.Fd, op.Mode, int64(op.Off), int64(op.Size))
+}
+
+func (p *Passthrough) copyFileRange(c *Call, op *CopyFileRangeOp) error {
+	if op.In.Fd < 0 || op.Out.Fd < 0 {
+		return syscall.EXDEV
+	}
+	offIn, offOut := int64(op.OffIn), int64(op.OffOut)
+	n, err := unix.CopyFileRange(op.In.Fd, &offIn, op.Out.Fd, &offOut, int(op.Len), int(op.Flags))
+	op.Copied = uint32(max(n, 0))
+	return err
+}
+
+func (p *Passthrough) getlk(c *Call, op *GetlkOp) error {
+	if op.Handle.Fd < 0 {
+		return errNoFd
+	}
+	var flk syscall.Flock_t
+	op.Lk.ToFlockT(&flk)
+	if err := syscall.FcntlFlock(uintptr(op.Handle.Fd), unix.F_OFD_GETLK, &flk); err != nil {
+		return err
+	}
+	op.Out.FromFlockT(&flk)
+	return nil
+}
+
+func (p *Passthrough) setlk(c *Call, op *SetlkOp) error {
+	if op.Handle.Fd < 0 {
+		return errNoFd
+	}
+	if op.Flags&fuse.FUSE_LK_FLOCK != 0 {
+		var how int
+		switch op.Lk.Typ {
+		case syscall.F_RDLCK:
+			how = unix.LOCK_SH
+		case syscall.F_WRLCK:
+			how = unix.LOCK_EX
+		case syscall.F_UNLCK:
+			how = unix.LOCK_UN
+		default:
+			return syscall.EINVAL
+		}
+		if !op.Wait {
+			how |= unix.LOCK_NB
+		}
+		return unix.Flock(op.Handle.Fd, how)
+	}
+	var flk syscall.Flock_t
+	op.Lk.ToFlockT(&flk)
+	cmd := unix.F_OFD_SETLK
+	if op.Wait {
+		cmd = unix.F_OFD_SETLKW
+	}
+	return syscall.FcntlFlock(uintptr(op.Handle.Fd), cmd, &flk)
+}
+
+// ToErrno is the one mapping from Go errors to the errno a caller sees.
+// Errors that carry no errno become EIO; the caller of ToErrno logs them.
+func ToErrno(err error) Errno {
+	if err == nil {
+		return 0
+	}
+	var en syscall.Errno
+	if errors.As(err, &en) {
+		return en
+	}
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return syscall.ENOENT
+	case errors.Is(err, os.ErrPermission):
+		return syscall.EACCES
+	case errors.Is(err, os.ErrExist):
+		return syscall.EEXIST
+	}
+	return syscall.EIO
+}
+
+var _ = fmt.Sprintf

@@ -1,0 +1,12 @@
+package layer_test
+
+import (
+	"testing"
+
+	"github.com/vfsfilter/vfsfilter/layer"
+	"github.com/vfsfilter/vfsfilter/layer/conformance"
+)
+
+func TestPosixPassthrough(t *testing.T) {
+	conformance.RunPosix(t, conformance.Passthrough, layer.MountOptions{})
+}
