@@ -34,6 +34,10 @@ type node struct {
 	// (and the reverse), so every open of an inode uses one mode until all
 	// its handles are released.
 	ptOpen, daemonOpen int
+	// dirs are the open directory handles of this node. Getattr uses one
+	// when it has no path any more (the directory was replaced by a rename
+	// while open), as fstat on a local file system does.
+	dirs []*Handle
 }
 
 var (
@@ -58,6 +62,8 @@ var (
 	_ fs.NodeListxattrer    = (*node)(nil)
 	_ fs.NodeRemovexattrer  = (*node)(nil)
 	_ fs.NodeCopyFileRanger = (*node)(nil)
+	_ fs.NodeTmpfiler       = (*node)(nil)
+	_ fs.NodeOpendirHandler = (*node)(nil)
 )
 
 func (n *node) call(ctx context.Context) *Call {
@@ -114,12 +120,22 @@ func handleOf(f fs.FileHandle) *Handle {
 		return h.h
 	case *ptFileHandle:
 		return h.h
+	case *dirHandle:
+		return h.h
 	}
 	return nil
 }
 
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) Errno {
-	op := &GetattrOp{Node: &n.Node, Path: n.path(), Handle: handleOf(f)}
+	h := handleOf(f)
+	if h == nil {
+		n.mu.Lock()
+		if len(n.dirs) > 0 {
+			h = n.dirs[0]
+		}
+		n.mu.Unlock()
+	}
+	op := &GetattrOp{Node: &n.Node, Path: n.path(), Handle: h}
 	if _, errno := n.do(ctx, op); errno != 0 {
 		return errno
 	}
@@ -218,6 +234,24 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 	return ch, fh, fflags, 0
 }
 
+func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, Errno) {
+	op := &TmpfileOp{Path: n.path(), Flags: flags, Mode: mode}
+	c, errno := n.do(ctx, op)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	out.Attr = op.Out
+	out.SetEntryTimeout(n.br.entryTTL)
+	out.SetAttrTimeout(n.br.attrTTL)
+	ch := &node{br: n.br}
+	ino := n.NewInode(ctx, ch, fs.StableAttr{Mode: syscall.S_IFREG, Ino: op.Out.Ino})
+	fh, fflags, errno := ch.adopt(c, op.Handle)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	return ino, fh, fflags, 0
+}
+
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, Errno) {
 	op := &OpenOp{Node: &n.Node, Path: n.path(), Flags: flags}
 	c, errno := n.do(ctx, op)
@@ -258,6 +292,89 @@ func (n *node) adopt(c *Call, h *Handle) (fs.FileHandle, uint32, Errno) {
 	}
 	n.daemonOpen++
 	return fh, fflags, 0
+}
+
+// OpendirHandle opens the directory below as well, so the open directory
+// keeps an fd: fstat and fsync on it work after it was renamed or removed.
+func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, Errno) {
+	op := &OpenOp{Node: &n.Node, Path: n.path(), Flags: syscall.O_RDONLY | syscall.O_DIRECTORY}
+	if _, errno := n.do(ctx, op); errno != 0 {
+		return nil, 0, errno
+	}
+	n.mu.Lock()
+	n.dirs = append(n.dirs, op.Handle)
+	n.mu.Unlock()
+	return &dirHandle{n: n, h: op.Handle}, 0, 0
+}
+
+// dirHandle is an open directory: a listing taken through the stack on the
+// first read (and again on rewinddir), plus the handle from the stack.
+type dirHandle struct {
+	n  *node
+	h  *Handle
+	mu sync.Mutex
+	ds fs.DirStream
+}
+
+var (
+	_ fs.FileReaddirenter = (*dirHandle)(nil)
+	_ fs.FileSeekdirer    = (*dirHandle)(nil)
+	_ fs.FileReleasedirer = (*dirHandle)(nil)
+	_ fs.FileFsyncdirer   = (*dirHandle)(nil)
+)
+
+func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, Errno) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ds == nil {
+		ds, errno := d.n.Readdir(ctx)
+		if errno != 0 {
+			return nil, errno
+		}
+		d.ds = ds
+	}
+	if !d.ds.HasNext() {
+		return nil, 0
+	}
+	e, errno := d.ds.Next()
+	return &e, errno
+}
+
+func (d *dirHandle) Seekdir(ctx context.Context, off uint64) Errno {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if off == 0 || d.ds == nil {
+		// rewinddir must show entries created since the first read.
+		ds, errno := d.n.Readdir(ctx)
+		if errno != 0 {
+			return errno
+		}
+		d.ds = ds
+		if off == 0 {
+			return 0
+		}
+	}
+	if sd, ok := d.ds.(fs.FileSeekdirer); ok {
+		return sd.Seekdir(ctx, off)
+	}
+	return syscall.ENOTSUP
+}
+
+func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) Errno {
+	_, errno := d.n.do(ctx, &FsyncOp{Handle: d.h, Flags: flags})
+	return errno
+}
+
+func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {
+	d.n.do(ctx, &ReleaseOp{Handle: d.h})
+	d.n.mu.Lock()
+	for i, h := range d.n.dirs {
+		if h == d.h {
+			d.n.dirs = append(d.n.dirs[:i], d.n.dirs[i+1:]...)
+			break
+		}
+	}
+	d.n.mu.Unlock()
 }
 
 func (n *node) Readdir(ctx context.Context) (fs.DirStream, Errno) {

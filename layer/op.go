@@ -45,6 +45,7 @@ const (
 	KindCopyFileRange
 	KindGetlk
 	KindSetlk
+	KindTmpfile
 	numKinds
 )
 
@@ -53,7 +54,7 @@ var kindNames = [numKinds]string{
 	"symlink", "link", "unlink", "rmdir", "rename", "create", "open",
 	"readdir", "statfs", "getxattr", "setxattr", "listxattr", "removexattr",
 	"read", "write", "flush", "fsync", "release", "lseek", "allocate",
-	"copy_file_range", "getlk", "setlk",
+	"copy_file_range", "getlk", "setlk", "tmpfile",
 }
 
 func (k OpKind) String() string {
@@ -172,6 +173,16 @@ type RenameOp struct {
 // CreateOp creates and opens a regular file. The layer that completes it
 // sets Handle and Out.
 type CreateOp struct {
+	Path   string
+	Flags  uint32
+	Mode   uint32
+	Out    Attr
+	Handle *Handle
+}
+
+// TmpfileOp creates an unnamed file in directory Path (O_TMPFILE). The
+// layer that completes it sets Handle and Out.
+type TmpfileOp struct {
 	Path   string
 	Flags  uint32
 	Mode   uint32
@@ -347,6 +358,7 @@ func (*AllocateOp) Kind() OpKind      { return KindAllocate }
 func (*CopyFileRangeOp) Kind() OpKind { return KindCopyFileRange }
 func (*GetlkOp) Kind() OpKind         { return KindGetlk }
 func (*SetlkOp) Kind() OpKind         { return KindSetlk }
+func (*TmpfileOp) Kind() OpKind       { return KindTmpfile }
 
 // Errno is the only error type that crosses the stack: the errno the
 // caller's syscall returns. 0 is success.

@@ -18,10 +18,12 @@ import (
 // tree nor a rename racing with us can lead outside it. Symlinks are returned
 // as symlinks (the kernel follows them, inside the mount).
 type Passthrough struct {
-	root    string
-	rootFd  int
-	rootDev uint64
-	att     *Attachment
+	root   string
+	rootFd int
+	// refDev is the device whose inode numbers are reported as they are;
+	// entries on any other device get the device mixed in.
+	refDev uint64
+	att    *Attachment
 }
 
 // NewPassthrough opens the backing directory dir. The error wraps
@@ -37,8 +39,13 @@ func NewPassthrough(dir string) (*Passthrough, error) {
 		unix.Close(fd)
 		return nil, &os.PathError{Op: "stat backing dir", Path: dir, Err: err}
 	}
-	return &Passthrough{root: dir, rootFd: fd, rootDev: st.Dev}, nil
+	return &Passthrough{root: dir, rootFd: fd, refDev: st.Dev}, nil
 }
+
+// MixDevice makes every inode number this passthrough reports carry its
+// device, for a passthrough grafted into another one's tree (a bind), so
+// its inode numbers cannot collide with the main tree's.
+func (p *Passthrough) MixDevice() { p.refDev = ^uint64(0) }
 
 // Root returns the backing directory's path.
 func (p *Passthrough) Root() string { return p.root }
@@ -85,6 +92,7 @@ func (p *Passthrough) Attach(a *Attachment) error {
 	OnPre(a, complete(p.copyFileRange))
 	OnPre(a, complete(p.getlk))
 	OnPre(a, complete(p.setlk))
+	OnPre(a, complete(p.tmpfile))
 	return nil
 }
 
@@ -178,7 +186,7 @@ func (p *Passthrough) stat(path string, out *Attr) error {
 // get the device mixed in so they cannot collide.
 func (p *Passthrough) fill(out *Attr, st *unix.Stat_t) {
 	FillAttr(out, st)
-	if st.Dev != p.rootDev {
+	if st.Dev != p.refDev {
 		out.Ino = st.Ino ^ (st.Dev<<32 | st.Dev>>32)
 	}
 }
@@ -554,6 +562,34 @@ func (p *Passthrough) create(c *Call, op *CreateOp) error {
 	return nil
 }
 
+func (p *Passthrough) tmpfile(c *Call, op *TmpfileOp) error {
+	dfd, err := p.openFile(op.Path, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dfd)
+	flags := openFlags(op.Flags) | unix.O_TMPFILE
+	fd, err := unix.Openat(dfd, ".", flags&^unix.O_NOFOLLOW, op.Mode&07777)
+	if err != nil {
+		return err
+	}
+	if !c.Internal && (c.Uid != 0 || c.Gid != 0) {
+		if err := unix.Fchown(fd, int(c.Uid), int(c.Gid)); err != nil {
+			unix.Close(fd)
+			return err
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	p.fill(&op.Out, &st)
+	op.Handle = NewHandle(fd, op.Flags)
+	op.Handle.Passthrough = true
+	return nil
+}
+
 func (p *Passthrough) open(c *Call, op *OpenOp) error {
 	fd, err := p.openFile(op.Path, openFlags(op.Flags), 0)
 	if err != nil {
@@ -576,7 +612,7 @@ func (p *Passthrough) readdir(c *Call, op *ReaddirOp) error {
 	}
 	ents := op.Entries[:0]
 	err = readDirents(fd, func(name string, ino uint64, typ uint8) {
-		if st.Dev != p.rootDev {
+		if st.Dev != p.refDev {
 			ino ^= st.Dev<<32 | st.Dev>>32
 		}
 		ents = append(ents, DirEntry{Name: name, Ino: ino, Mode: uint32(typ) << 12})

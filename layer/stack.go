@@ -2,6 +2,7 @@ package layer
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"sort"
 	"sync"
@@ -71,6 +72,20 @@ func NewStack(log *slog.Logger, filters ...Filter) (*Stack, error) {
 		}
 	}
 	return s, nil
+}
+
+// Close closes every filter that implements io.Closer, top first, and
+// returns the first error.
+func (s *Stack) Close() error {
+	var first error
+	for _, f := range s.filters {
+		if c, ok := f.(io.Closer); ok {
+			if err := c.Close(); err != nil && first == nil {
+				first = err
+			}
+		}
+	}
+	return first
 }
 
 // Filters returns the filters, top first.
