@@ -67,20 +67,32 @@ func Mount(mountpoint string, stack *Stack, opts MountOptions) (*Server, error) 
 	}
 
 	mo := fuse.MountOptions{
-		AllowOther:    opts.AllowOther,
-		FsName:        opts.FsName,
-		Name:          "vfsfilter",
-		Debug:         opts.Debug,
-		EnableLocks:   true,
-		DirectMount:   true,
-		MaxWrite:      1 << 20,
-		MaxReadAhead:  1 << 20,
-		MaxBackground: 64,
-		Logger:        log.New(slogWriter{logger}, "", 0),
+		AllowOther:        opts.AllowOther,
+		FsName:            opts.FsName,
+		Name:              "vfsfilter",
+		Debug:             opts.Debug,
+		EnableLocks:       true,
+		DirectMount:       true,
+		MaxWrite:          1 << 20,
+		MaxReadAhead:      1 << 20,
+		MaxBackground:     64,
+		Logger:            log.New(slogWriter{logger}, "", 0),
 	}
 	mo.Options = append(mo.Options, opts.Options...)
 	if opts.AllowOther {
 		mo.Options = append(mo.Options, "default_permissions")
+	} else {
+		// Without HANDLE_KILLPRIV_V2 the kernel asks for
+		// security.capability before every write(2), passthrough
+		// writes included, and never caches the answer: writes run at
+		// half speed. With it the kernel leaves clearing set-user-ID
+		// bits and capabilities on write to the server. Passthrough
+		// writes reach the backing file as the daemon (root), which a
+		// local file system would treat like a write by root: correct
+		// while only root can use the mount, which is the case without
+		// allow_other. With allow_other, other users write too, so the
+		// kernel must keep doing it.
+		mo.ExtraCapabilities |= fuse.CAP_HANDLE_KILLPRIV_V2
 	}
 	if opts.ReadOnly {
 		mo.Options = append(mo.Options, "ro")

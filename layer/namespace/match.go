@@ -203,21 +203,27 @@ func (m *Map) Resolve(visible string) Target {
 		if m.hidden(d, dir, name, depth) {
 			return Target{Kind: Hidden}
 		}
-		if bind == nil && d != nil {
-			if inj := d.injected[name]; inj != nil {
-				if inj.Virtual != nil {
-					if end == len(visible) {
-						return Target{Kind: Virtual, Virtual: inj.Virtual}
-					}
-					return Target{Kind: Hidden}
-				}
+		if bind == nil {
+			var inj *Injected
+			if d != nil {
+				inj = d.injected[name]
+			}
+			switch {
+			case inj != nil && inj.Bind != nil:
 				bind, bindEnd = inj, end
-			} else {
+			case inj != nil:
+				if end == len(visible) {
+					return Target{Kind: Virtual, Virtual: inj.Virtual}
+				}
+				return Target{Kind: Hidden} // below a file
+			default:
 				bn := name
-				if x, ok := d.toBacking[name]; ok {
-					bn = x
-				} else if _, ok := d.toVisible[name]; ok {
-					return Target{Kind: Hidden}
+				if d != nil {
+					if x, ok := d.toBacking[name]; ok {
+						bn = x
+					} else if _, ok := d.toVisible[name]; ok {
+						return Target{Kind: Hidden} // shown under its new name only
+					}
 				}
 				if bn != name && !renamed {
 					renamed = true
@@ -298,8 +304,8 @@ func (m *Map) visibleName(d *dirRules, visibleDir, backingName string, depth int
 
 // VisiblePath translates a full backing path (from a change event, say) to the
 // path users see, or ok=false when they cannot see it: it or an ancestor is
-// hidden, shadowed, or is the backing name of a renamed entry that lies
-// below a bind or virtual file. It is the inverse of Resolve for Pass
+// hidden by a pattern or an internal name, or is shadowed by a virtual file,
+// bind or rename target of the same visible name. It is the inverse of Resolve for Pass
 // targets: Resolve(v) == Target{Pass, b} if and only if VisiblePath(b) == v.
 // It does not allocate unless a rename applies.
 func (m *Map) VisiblePath(backing string) (visible string, ok bool) {
