@@ -67,16 +67,16 @@ func Mount(mountpoint string, stack *Stack, opts MountOptions) (*Server, error) 
 	}
 
 	mo := fuse.MountOptions{
-		AllowOther:        opts.AllowOther,
-		FsName:            opts.FsName,
-		Name:              "vfsfilter",
-		Debug:             opts.Debug,
-		EnableLocks:       true,
-		DirectMount:       true,
-		MaxWrite:          1 << 20,
-		MaxReadAhead:      1 << 20,
-		MaxBackground:     64,
-		Logger:            log.New(slogWriter{logger}, "", 0),
+		AllowOther:    opts.AllowOther,
+		FsName:        opts.FsName,
+		Name:          "vfsfilter",
+		Debug:         opts.Debug,
+		EnableLocks:   true,
+		DirectMount:   true,
+		MaxWrite:      1 << 20,
+		MaxReadAhead:  1 << 20,
+		MaxBackground: 64,
+		Logger:        log.New(slogWriter{logger}, "", 0),
 	}
 	mo.Options = append(mo.Options, opts.Options...)
 	if opts.AllowOther {
