@@ -10,3 +10,11 @@ import (
 func TestPosixPassthrough(t *testing.T) {
 	conformance.RunPosix(t, conformance.Passthrough, layer.MountOptions{})
 }
+
+func TestScenariosPassthrough(t *testing.T) {
+	conformance.RunScenarios(t, conformance.Passthrough, layer.MountOptions{})
+}
+
+func TestScenariosPassthroughAllowOther(t *testing.T) {
+	conformance.RunScenarios(t, conformance.Passthrough, layer.MountOptions{AllowOther: true})
+}

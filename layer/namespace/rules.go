@@ -847,6 +847,9 @@ func (c *compiler) explainVisible(p string) string {
 			continue
 		}
 		if why := c.whyHidden(q); why != "" {
+			if q != p {
+				return fmt.Sprintf("%q is hidden by %s", q, why)
+			}
 			return "hidden by " + why
 		}
 		dir, name := splitPath(q)

@@ -1,0 +1,446 @@
+package conformance
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vfsfilter/vfsfilter/layer"
+	"golang.org/x/sys/unix"
+)
+
+// Scenario is one of this project's own checks of local-file-system
+// semantics. mnt is the mountpoint, backing the backing dir (scenarios that
+// look underneath assume names are not rewritten there).
+type Scenario func(t *testing.T, mnt, backing string)
+
+// Scenarios are run by RunScenarios; each name says what ext4 does.
+var Scenarios = map[string]Scenario{
+	"UmaskAppliedOnce":           umaskAppliedOnce,
+	"SetuidKeptOnCreate":         setuidKeptOnCreate,
+	"CallerOwnsNewEntries":       callerOwnsNewEntries,
+	"SetgidDirectoryInherits":    setgidDirectoryInherits,
+	"HardLinksShareInode":        hardLinksShareInode,
+	"LongNamesAndPaths":          longNamesAndPaths,
+	"SymlinksStaySymlinks":       symlinksStaySymlinks,
+	"SymlinkSwapCannotEscape":    symlinkSwapCannotEscape,
+	"ErrnoValues":                errnoValues,
+	"XattrRoundTrip":             xattrRoundTrip,
+	"UtimensatOmit":              utimensatOmit,
+	"MknodFifo":                  mknodFifo,
+	"StatfsMatchesBacking":       statfsMatchesBacking,
+	"SeekDataHole":               seekDataHole,
+	"CopyFileRange":              copyFileRange,
+	"FlockExcludes":              flockExcludes,
+	"RenameNoreplaceAndExchange": renameFlags,
+	"ChangesUnderneathVisible":   changesUnderneathVisible,
+}
+
+// RunScenarios runs every scenario, each on a fresh mount.
+func RunScenarios(t *testing.T, mk StackFunc, opts layer.MountOptions) {
+	for name, fn := range Scenarios {
+		t.Run(name, func(t *testing.T) {
+			mnt, backing := Mount(t, mk, opts)
+			fn(t, mnt, backing)
+		})
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func lstat(t *testing.T, p string) *unix.Stat_t {
+	t.Helper()
+	var st unix.Stat_t
+	must(t, unix.Lstat(p, &st))
+	return &st
+}
+
+func wantErrno(t *testing.T, err error, want syscall.Errno, what string) {
+	t.Helper()
+	if !errors.Is(err, want) {
+		t.Errorf("%s: got %v, want %v", what, err, want)
+	}
+}
+
+// asUser runs a shell command as uid/gid 65534 (nobody), as a user of an
+// allow_other mount would. It needs setpriv (util-linux).
+func asUser(t *testing.T, script string) {
+	t.Helper()
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Fatalf("setpriv (util-linux) is needed: %v", err)
+	}
+	out, err := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", script).CombinedOutput()
+	if err != nil {
+		t.Fatalf("as nobody: %s: %v\n%s", script, err, out)
+	}
+}
+
+func umaskAppliedOnce(t *testing.T, mnt, backing string) {
+	old := unix.Umask(022)
+	defer unix.Umask(old)
+	f, err := os.OpenFile(mnt+"/f", os.O_CREATE|os.O_WRONLY, 0666)
+	must(t, err)
+	f.Close()
+	must(t, os.Mkdir(mnt+"/d", 0777))
+	must(t, unix.Mkfifo(mnt+"/p", 0666))
+	for name, want := range map[string]uint32{"f": 0644, "d": 0755, "p": 0644} {
+		if got := lstat(t, mnt+"/"+name).Mode & 07777; got != want {
+			t.Errorf("%s: mode %o, want %o", name, got, want)
+		}
+		if got := lstat(t, backing+"/"+name).Mode & 07777; got != want {
+			t.Errorf("%s in backing: mode %o, want %o", name, got, want)
+		}
+	}
+}
+
+func setuidKeptOnCreate(t *testing.T, mnt, backing string) {
+	old := unix.Umask(0)
+	defer unix.Umask(old)
+	fd, err := unix.Open(mnt+"/suid", unix.O_CREAT|unix.O_WRONLY, 06755)
+	must(t, err)
+	unix.Close(fd)
+	must(t, unix.Mkdir(mnt+"/sgid", 02775))
+	if got := lstat(t, mnt+"/suid").Mode & 07777; got != 06755 {
+		t.Errorf("created 06755 as root, got %o", got)
+	}
+	// mkdir(2) ignores S_ISGID in its mode on Linux (it is inherited
+	// from a set-group-ID parent instead).
+	if got := lstat(t, mnt+"/sgid").Mode & 07777; got != 0775 {
+		t.Errorf("mkdir 02775 as root, got %o, want 0775 as on ext4", got)
+	}
+	// A write by root keeps the bits, as on ext4 (root has CAP_FSETID).
+	must(t, os.WriteFile(mnt+"/suid", []byte("x"), 0))
+	if got := lstat(t, mnt+"/suid").Mode & 07777; got != 06755 {
+		t.Errorf("after a write by root: %o, want 06755", got)
+	}
+	// chown by root clears set-user-ID on ext4 (since Linux 2.2.13).
+	must(t, os.Chown(mnt+"/suid", 1000, 1000))
+	if got := lstat(t, mnt+"/suid").Mode & 07777; got&unix.S_ISUID != 0 {
+		t.Errorf("chown by root kept set-user-ID (%o); ext4 clears it", got)
+	}
+}
+
+func callerOwnsNewEntries(t *testing.T, mnt, backing string) {
+	if !allowOther(mnt) {
+		t.Skip("needs an allow_other mount; run with MountOptions.AllowOther")
+	}
+	must(t, os.Chmod(mnt, 0777))
+	// t.TempDir's parent is 0700; let the user reach the mountpoint.
+	must(t, os.Chmod(filepath.Dir(mnt), 0755))
+	asUser(t, "umask 022; echo hi > "+mnt+"/byuser && mkdir "+mnt+"/dirbyuser && ln -s x "+mnt+"/linkbyuser")
+	for _, n := range []string{"byuser", "dirbyuser", "linkbyuser"} {
+		st := lstat(t, backing+"/"+n)
+		if st.Uid != 65534 || st.Gid != 65534 {
+			t.Errorf("%s: owned by %d:%d in backing, want 65534:65534", n, st.Uid, st.Gid)
+		}
+	}
+	if got := lstat(t, backing+"/byuser").Mode & 07777; got != 0644 {
+		t.Errorf("mode %o, want 0644", got)
+	}
+}
+
+func setgidDirectoryInherits(t *testing.T, mnt, backing string) {
+	must(t, os.Mkdir(mnt+"/g", 0777))
+	must(t, os.Chown(mnt+"/g", 0, 4242))
+	must(t, unix.Chmod(mnt+"/g", 02777))
+	must(t, os.WriteFile(mnt+"/g/f", nil, 0644))
+	must(t, os.Mkdir(mnt+"/g/sub", 0755))
+	if st := lstat(t, mnt+"/g/f"); st.Gid != 4242 {
+		t.Errorf("file in setgid dir has gid %d, want 4242", st.Gid)
+	}
+	if st := lstat(t, mnt+"/g/sub"); st.Gid != 4242 || st.Mode&unix.S_ISGID == 0 {
+		t.Errorf("dir in setgid dir: gid %d mode %o, want gid 4242 and setgid", st.Gid, st.Mode)
+	}
+}
+
+func hardLinksShareInode(t *testing.T, mnt, backing string) {
+	must(t, os.WriteFile(mnt+"/a", []byte("data"), 0644))
+	must(t, os.Link(mnt+"/a", mnt+"/b"))
+	a, b := lstat(t, mnt+"/a"), lstat(t, mnt+"/b")
+	if a.Ino != b.Ino || a.Nlink != 2 || b.Nlink != 2 {
+		t.Errorf("links: ino %d/%d nlink %d/%d, want one ino, nlink 2", a.Ino, b.Ino, a.Nlink, b.Nlink)
+	}
+	if u := lstat(t, backing+"/a"); u.Ino != a.Ino {
+		t.Errorf("inode number %d differs from backing's %d", a.Ino, u.Ino)
+	}
+	must(t, os.Remove(mnt+"/a"))
+	if b := lstat(t, mnt+"/b"); b.Nlink != 1 {
+		t.Errorf("nlink after unlink: %d, want 1", b.Nlink)
+	}
+}
+
+func longNamesAndPaths(t *testing.T, mnt, backing string) {
+	name := strings.Repeat("n", 255)
+	must(t, os.WriteFile(mnt+"/"+name, []byte("x"), 0644))
+	wantErrno(t, os.WriteFile(mnt+"/"+name+"x", nil, 0644), syscall.ENAMETOOLONG, "256-byte name")
+	// Build a path close to PATH_MAX (4096) relative to the mountpoint.
+	comp := strings.Repeat("d", 200)
+	p := mnt
+	rel := ""
+	for len(rel)+len(comp)+1 < 3800 {
+		p += "/" + comp
+		rel += "/" + comp
+		must(t, os.Mkdir(p, 0755))
+	}
+	must(t, os.WriteFile(p+"/f", []byte("deep"), 0644))
+	got, err := os.ReadFile(backing + rel + "/f")
+	must(t, err)
+	if string(got) != "deep" {
+		t.Errorf("deep file reads %q", got)
+	}
+	must(t, os.RemoveAll(mnt+"/"+comp))
+}
+
+func symlinksStaySymlinks(t *testing.T, mnt, backing string) {
+	must(t, os.Symlink("/etc/passwd", backing+"/abs"))
+	must(t, os.Symlink("../../..", backing+"/up"))
+	for _, n := range []string{"abs", "up"} {
+		st := lstat(t, mnt+"/"+n)
+		if st.Mode&unix.S_IFMT != unix.S_IFLNK {
+			t.Errorf("%s is not a symlink through the mount", n)
+		}
+	}
+	target, err := os.Readlink(mnt + "/up")
+	must(t, err)
+	if target != "../../.." {
+		t.Errorf("readlink: %q", target)
+	}
+	// chmod on a symlink's path follows it (to /etc/passwd here); lchown
+	// must change the link itself and nothing outside.
+	before := lstat(t, "/etc/passwd")
+	must(t, os.Lchown(mnt+"/abs", 1234, 1234))
+	if st := lstat(t, backing+"/abs"); st.Uid != 1234 {
+		t.Errorf("lchown did not change the link: uid %d", st.Uid)
+	}
+	if after := lstat(t, "/etc/passwd"); after.Uid != before.Uid {
+		t.Fatalf("lchown through the mount changed /etc/passwd")
+	}
+}
+
+func symlinkSwapCannotEscape(t *testing.T, mnt, backing string) {
+	outside := t.TempDir()
+	must(t, os.WriteFile(outside+"/secret", []byte("outside"), 0600))
+	must(t, os.Mkdir(mnt+"/d", 0755))
+	must(t, os.WriteFile(mnt+"/d/secret", []byte("inside"), 0644))
+	// The kernel now knows d as a directory. Swap it for a symlink that
+	// leads out, behind the mount's back, and use the cached name.
+	must(t, os.Rename(backing+"/d", backing+"/d.old"))
+	must(t, os.Symlink(outside, backing+"/d"))
+	data, err := os.ReadFile(mnt + "/d/secret")
+	if err == nil && string(data) == "outside" {
+		t.Fatalf("read a file outside the backing dir through a swapped symlink")
+	}
+	err = os.WriteFile(mnt+"/d/new", []byte("x"), 0644)
+	if _, serr := os.Stat(outside + "/new"); serr == nil {
+		t.Fatalf("created a file outside the backing dir (write err %v)", err)
+	}
+}
+
+func errnoValues(t *testing.T, mnt, backing string) {
+	must(t, os.Mkdir(mnt+"/d", 0755))
+	must(t, os.WriteFile(mnt+"/d/f", nil, 0644))
+	wantErrno(t, unix.Rmdir(mnt+"/d"), syscall.ENOTEMPTY, "rmdir non-empty")
+	wantErrno(t, unix.Unlink(mnt+"/d"), syscall.EISDIR, "unlink dir")
+	wantErrno(t, unix.Rmdir(mnt+"/d/f"), syscall.ENOTDIR, "rmdir file")
+	wantErrno(t, unix.Mkdir(mnt+"/d", 0755), syscall.EEXIST, "mkdir existing")
+	_, err := os.Stat(mnt + "/nope")
+	wantErrno(t, err, syscall.ENOENT, "stat missing")
+	_, err = os.Stat(mnt + "/d/f/x")
+	wantErrno(t, err, syscall.ENOTDIR, "stat below a file")
+	wantErrno(t, unix.Rename(mnt+"/d", mnt+"/d/f/sub"), syscall.ENOTDIR, "rename below a file")
+	wantErrno(t, unix.Rename(mnt+"/d", mnt+"/d/sub"), syscall.EINVAL, "rename into itself")
+	wantErrno(t, unix.Link(mnt+"/d", mnt+"/dl"), syscall.EPERM, "hard link to a dir")
+	fd, err := unix.Open(mnt+"/d/f", unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, 0644)
+	if err == nil {
+		unix.Close(fd)
+	}
+	wantErrno(t, err, syscall.EEXIST, "O_EXCL on existing")
+}
+
+func xattrRoundTrip(t *testing.T, mnt, backing string) {
+	must(t, os.WriteFile(mnt+"/f", nil, 0644))
+	must(t, unix.Setxattr(mnt+"/f", "user.k", []byte("v1"), 0))
+	wantErrno(t, unix.Setxattr(mnt+"/f", "user.k", []byte("v"), unix.XATTR_CREATE), syscall.EEXIST, "XATTR_CREATE on existing")
+	wantErrno(t, unix.Setxattr(mnt+"/f", "user.none", []byte("v"), unix.XATTR_REPLACE), syscall.ENODATA, "XATTR_REPLACE on missing")
+	buf := make([]byte, 64)
+	n, err := unix.Getxattr(backing+"/f", "user.k", buf)
+	must(t, err)
+	if string(buf[:n]) != "v1" {
+		t.Errorf("backing has %q", buf[:n])
+	}
+	_, err = unix.Getxattr(mnt+"/f", "user.k", make([]byte, 1))
+	wantErrno(t, err, syscall.ERANGE, "getxattr into a short buffer")
+	n, err = unix.Listxattr(mnt+"/f", buf)
+	must(t, err)
+	if !bytes.Contains(buf[:n], []byte("user.k\x00")) {
+		t.Errorf("listxattr: %q", buf[:n])
+	}
+	must(t, os.Symlink("f", mnt+"/l"))
+	// user.* xattrs are not allowed on symlinks; the link, not its target,
+	// must be asked.
+	wantErrno(t, unix.Lsetxattr(mnt+"/l", "user.k", []byte("v"), 0), syscall.EPERM, "user xattr on a symlink")
+	must(t, unix.Removexattr(mnt+"/f", "user.k"))
+	_, err = unix.Getxattr(mnt+"/f", "user.k", buf)
+	wantErrno(t, err, syscall.ENODATA, "removed xattr")
+}
+
+func utimensatOmit(t *testing.T, mnt, backing string) {
+	must(t, os.WriteFile(mnt+"/f", nil, 0644))
+	at := unix.Timespec{Sec: 1000000000, Nsec: 123456789}
+	mt := unix.Timespec{Sec: 1100000000, Nsec: 987654321}
+	must(t, unix.UtimesNanoAt(unix.AT_FDCWD, mnt+"/f", []unix.Timespec{at, mt}, 0))
+	must(t, unix.UtimesNanoAt(unix.AT_FDCWD, mnt+"/f", []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Sec: 5, Nsec: 0}}, 0))
+	st := lstat(t, backing+"/f")
+	if st.Atim != at {
+		t.Errorf("UTIME_OMIT changed atime: %v, want %v", st.Atim, at)
+	}
+	if st.Mtim.Sec != 5 {
+		t.Errorf("mtime %v, want 5s", st.Mtim)
+	}
+	must(t, os.Symlink("f", mnt+"/l"))
+	must(t, unix.UtimesNanoAt(unix.AT_FDCWD, mnt+"/l", []unix.Timespec{mt, mt}, unix.AT_SYMLINK_NOFOLLOW))
+	if st := lstat(t, backing+"/l"); st.Mtim != mt {
+		t.Errorf("lutimes on a symlink: mtime %v, want %v", st.Mtim, mt)
+	}
+	if st := lstat(t, backing+"/f"); st.Mtim.Sec != 5 {
+		t.Errorf("lutimes followed the symlink")
+	}
+}
+
+func mknodFifo(t *testing.T, mnt, backing string) {
+	must(t, unix.Mkfifo(mnt+"/fifo", 0600))
+	must(t, unix.Mknod(mnt+"/null", unix.S_IFCHR|0666, int(unix.Mkdev(1, 3))))
+	if st := lstat(t, backing+"/fifo"); st.Mode&unix.S_IFMT != unix.S_IFIFO {
+		t.Errorf("fifo has mode %o", st.Mode)
+	}
+	st := lstat(t, mnt+"/null")
+	if st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != unix.Mkdev(1, 3) {
+		t.Errorf("char device: mode %o rdev %x", st.Mode, st.Rdev)
+	}
+}
+
+func statfsMatchesBacking(t *testing.T, mnt, backing string) {
+	var a, b unix.Statfs_t
+	must(t, unix.Statfs(mnt, &a))
+	must(t, unix.Statfs(backing, &b))
+	if a.Blocks != b.Blocks || a.Bsize != b.Bsize || a.Files != b.Files {
+		t.Errorf("statfs differs: mount %+v backing %+v", a, b)
+	}
+}
+
+func seekDataHole(t *testing.T, mnt, backing string) {
+	f, err := os.Create(mnt + "/sparse")
+	must(t, err)
+	defer f.Close()
+	_, err = f.WriteAt([]byte("x"), 1<<20)
+	must(t, err)
+	fd := int(f.Fd())
+	off, err := unix.Seek(fd, 0, unix.SEEK_DATA)
+	must(t, err)
+	if off != 1<<20 {
+		t.Errorf("SEEK_DATA: %d, want %d", off, 1<<20)
+	}
+	off, err = unix.Seek(fd, 0, unix.SEEK_HOLE)
+	must(t, err)
+	if off != 0 {
+		t.Errorf("SEEK_HOLE: %d, want 0", off)
+	}
+}
+
+func copyFileRange(t *testing.T, mnt, backing string) {
+	must(t, os.WriteFile(mnt+"/src", []byte("0123456789"), 0644))
+	in, err := os.Open(mnt + "/src")
+	must(t, err)
+	defer in.Close()
+	out, err := os.Create(mnt + "/dst")
+	must(t, err)
+	defer out.Close()
+	offIn, offOut := int64(2), int64(0)
+	n, err := unix.CopyFileRange(int(in.Fd()), &offIn, int(out.Fd()), &offOut, 5, 0)
+	must(t, err)
+	if n != 5 {
+		t.Errorf("copied %d", n)
+	}
+	got, _ := os.ReadFile(backing + "/dst")
+	if string(got) != "23456" {
+		t.Errorf("dst has %q", got)
+	}
+}
+
+func flockExcludes(t *testing.T, mnt, backing string) {
+	must(t, os.WriteFile(mnt+"/lock", nil, 0644))
+	a, err := os.Open(mnt + "/lock")
+	must(t, err)
+	defer a.Close()
+	b, err := os.Open(mnt + "/lock")
+	must(t, err)
+	defer b.Close()
+	must(t, unix.Flock(int(a.Fd()), unix.LOCK_EX|unix.LOCK_NB))
+	wantErrno(t, unix.Flock(int(b.Fd()), unix.LOCK_EX|unix.LOCK_NB), syscall.EWOULDBLOCK, "second exclusive flock")
+	must(t, unix.Flock(int(a.Fd()), unix.LOCK_UN))
+	must(t, unix.Flock(int(b.Fd()), unix.LOCK_EX|unix.LOCK_NB))
+}
+
+func renameFlags(t *testing.T, mnt, backing string) {
+	must(t, os.WriteFile(mnt+"/a", []byte("a"), 0644))
+	must(t, os.WriteFile(mnt+"/b", []byte("b"), 0644))
+	wantErrno(t, unix.Renameat2(unix.AT_FDCWD, mnt+"/a", unix.AT_FDCWD, mnt+"/b", unix.RENAME_NOREPLACE), syscall.EEXIST, "RENAME_NOREPLACE")
+	must(t, unix.Renameat2(unix.AT_FDCWD, mnt+"/a", unix.AT_FDCWD, mnt+"/b", unix.RENAME_EXCHANGE))
+	got, _ := os.ReadFile(mnt + "/a")
+	if string(got) != "b" {
+		t.Errorf("after RENAME_EXCHANGE a holds %q", got)
+	}
+}
+
+// changesUnderneathVisible checks that with the default timeouts a change
+// made directly in the backing dir shows through the mount once the
+// timeouts (1 s) have passed.
+func changesUnderneathVisible(t *testing.T, mnt, backing string) {
+	must(t, os.WriteFile(mnt+"/f", []byte("one"), 0644))
+	lstat(t, mnt+"/f")
+	must(t, os.WriteFile(backing+"/f", []byte("twotwo"), 0644))
+	must(t, os.WriteFile(backing+"/g", nil, 0644))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := lstat(t, mnt+"/f")
+		_, err := os.Stat(mnt + "/g")
+		if st.Size == 6 && err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("backing change not visible after 10s: size %d, g: %v", st.Size, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	got, err := os.ReadFile(mnt + "/f")
+	must(t, err)
+	if string(got) != "twotwo" {
+		t.Errorf("read %q after change underneath", got)
+	}
+}
+
+func allowOther(mnt string) bool {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	abs, _ := filepath.Abs(mnt)
+	for _, l := range strings.Split(string(data), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 5 && f[4] == abs {
+			return strings.Contains(l, "allow_other")
+		}
+	}
+	return false
+}
