@@ -100,15 +100,17 @@ type Injected struct {
 // unspecified.
 type Map struct {
 	// Hide patterns, split by the fastest way to evaluate them.
-	baseLit   map[string]struct{} // base-name patterns without wildcards
-	baseGlobs []nameMatcher       // base-name patterns with wildcards
+	base nameSet // base-name patterns
 	// deepGlobs[n] holds the path patterns of n components whose directory
 	// part has wildcards. Path patterns with a literal directory part live
 	// in dirRules of that directory instead.
 	deepGlobs [][]pathPattern
 
-	// dirs holds everything that is specific to one visible directory.
-	dirs map[string]*dirRules
+	// dirs holds everything that is specific to one visible directory;
+	// maxDirDepth is the largest number of components of its keys, so that
+	// deeper directories skip the lookup.
+	dirs        map[string]*dirRules
+	maxDirDepth int
 
 	binds      []*BindDir // sorted by Path
 	bindByPath map[string]*BindDir
@@ -118,10 +120,9 @@ type Map struct {
 // dirRules collects the rules that apply to the entries of one visible
 // directory, so a lookup or listing needs one map access per component.
 type dirRules struct {
-	hideLit   map[string]struct{} // exact names hidden here (path patterns, internal names)
-	hideGlobs []nameMatcher       // glob names hidden here (path patterns with a literal dir)
-	toBacking map[string]string   // rename: visible name -> backing name
-	toVisible map[string]string   // rename: backing name -> visible name
+	hide      nameSet           // names hidden here (path patterns with a literal dir, internal names)
+	toBacking map[string]string // rename: visible name -> backing name
+	toVisible map[string]string // rename: backing name -> visible name
 	injected  map[string]*Injected
 	list      []Injected // injected, sorted by name
 }
@@ -199,7 +200,7 @@ func (m *Map) Resolve(visible string) Target {
 			dir = visible[:start-1]
 		}
 		depth++
-		d := m.dirs[dir]
+		d := m.dirRules(dir, depth-1)
 		if m.hidden(d, dir, name, depth) {
 			return Target{Kind: Hidden}
 		}
@@ -332,7 +333,7 @@ func (m *Map) VisiblePath(backing string) (visible string, ok bool) {
 			dir = backing[:start-1]
 		}
 		depth++
-		name, ok := m.visibleName(m.dirs[dir], dir, bn, depth)
+		name, ok := m.visibleName(m.dirRules(dir, depth-1), dir, bn, depth)
 		if !ok {
 			return "", false
 		}
@@ -380,7 +381,7 @@ func (m *Map) BindVisiblePath(b *BindDir, rel string) (string, bool) {
 		}
 		dir := full[:start-1]
 		depth++
-		if m.hidden(m.dirs[dir], dir, full[start:end], depth) {
+		if m.hidden(m.dirRules(dir, depth-1), dir, full[start:end], depth) {
 			return "", false
 		}
 		if end == len(full) {
@@ -391,37 +392,102 @@ func (m *Map) BindVisiblePath(b *BindDir, rel string) (string, bool) {
 	return full, true
 }
 
+// dirRules returns the rules of visible directory dir, which has depth
+// components, or nil.
+func (m *Map) dirRules(dir string, depth int) *dirRules {
+	if depth > m.maxDirDepth {
+		return nil
+	}
+	return m.dirs[dir]
+}
+
 // hidden reports whether the visible entry name in visible directory dir
 // (whose rules are d, possibly nil) is hidden by a pattern or an internal
 // name. depth is the number of components of dir/name.
 func (m *Map) hidden(d *dirRules, dir, name string, depth int) bool {
-	if m.baseLit != nil {
-		if _, ok := m.baseLit[name]; ok {
-			return true
-		}
-	}
-	for i := range m.baseGlobs {
-		if m.baseGlobs[i].match(name) {
-			return true
-		}
-	}
-	if d != nil {
-		if d.hideLit != nil {
-			if _, ok := d.hideLit[name]; ok {
-				return true
-			}
-		}
-		for i := range d.hideGlobs {
-			if d.hideGlobs[i].match(name) {
-				return true
-			}
-		}
+	if m.base.match(name) || d != nil && d.hide.match(name) {
+		return true
 	}
 	if depth < len(m.deepGlobs) {
 		for i := range m.deepGlobs[depth] {
 			if m.deepGlobs[depth][i].match(dir, name) {
 				return true
 			}
+		}
+	}
+	return false
+}
+
+// nameSet is a set of name patterns evaluated together, arranged so that a
+// name matching none of them (the common case) is rejected with a few mask
+// tests: literal names are looked up only when some literal has the name's
+// length, and "*lit" / "lit*" patterns are compared only when some pattern
+// ends / starts with the name's last / first byte.
+type nameSet struct {
+	lits      map[string]struct{}
+	litLens   uint64 // bit min(len, 63) for each literal
+	suffixes  []string
+	lastMask  [4]uint64 // bit b for each last byte b of a suffix
+	prefixes  []string
+	firstMask [4]uint64 // bit b for each first byte b of a prefix
+	others    []nameMatcher
+}
+
+func (s *nameSet) add(n nameMatcher) {
+	switch n.kind {
+	case matchLiteral:
+		if s.lits == nil {
+			s.lits = map[string]struct{}{}
+		}
+		s.lits[n.lit] = struct{}{}
+		s.litLens |= 1 << min(len(n.lit), 63)
+	case matchSuffix:
+		if n.lit != "" {
+			c := n.lit[len(n.lit)-1]
+			s.lastMask[c>>6] |= 1 << (c & 63)
+			s.suffixes = append(s.suffixes, n.lit)
+			return
+		}
+		s.others = append(s.others, n)
+	case matchPrefix:
+		if n.lit != "" {
+			c := n.lit[0]
+			s.firstMask[c>>6] |= 1 << (c & 63)
+			s.prefixes = append(s.prefixes, n.lit)
+			return
+		}
+		s.others = append(s.others, n)
+	default:
+		s.others = append(s.others, n)
+	}
+}
+
+func (s *nameSet) match(name string) bool {
+	if name == "" {
+		return false
+	}
+	if s.litLens&(1<<min(len(name), 63)) != 0 {
+		if _, ok := s.lits[name]; ok {
+			return true
+		}
+	}
+	if c := name[len(name)-1]; s.lastMask[c>>6]&(1<<(c&63)) != 0 {
+		for _, suf := range s.suffixes {
+			if strings.HasSuffix(name, suf) {
+				return true
+			}
+		}
+	}
+	if c := name[0]; s.firstMask[c>>6]&(1<<(c&63)) != 0 {
+		for _, pre := range s.prefixes {
+			if strings.HasPrefix(name, pre) {
+				return true
+			}
+		}
+	}
+	for i := range s.others {
+		if s.others[i].match(name) {
+			return true
 		}
 	}
 	return false
@@ -446,6 +512,9 @@ const (
 type nameMatcher struct {
 	kind matchKind
 	lit  string
+	// For matchGlob: literal text every match starts / ends with, checked
+	// before the comparatively slow path.Match.
+	pre, suf string
 }
 
 // hasMeta reports whether s contains a path.Match special character.
@@ -455,17 +524,24 @@ func hasMeta(s string) bool { return strings.ContainsAny(s, `*?[\`) }
 func compileName(pat string) nameMatcher {
 	switch {
 	case !hasMeta(pat):
-		return nameMatcher{matchLiteral, pat}
+		return nameMatcher{kind: matchLiteral, lit: pat}
 	case pat == "*":
-		return nameMatcher{matchAny, ""}
+		return nameMatcher{kind: matchAny}
 	case len(pat) >= 2 && pat[0] == '*' && pat[len(pat)-1] == '*' && !hasMeta(pat[1:len(pat)-1]):
-		return nameMatcher{matchContains, pat[1 : len(pat)-1]}
+		return nameMatcher{kind: matchContains, lit: pat[1 : len(pat)-1]}
 	case pat[0] == '*' && !hasMeta(pat[1:]):
-		return nameMatcher{matchSuffix, pat[1:]}
+		return nameMatcher{kind: matchSuffix, lit: pat[1:]}
 	case pat[len(pat)-1] == '*' && !hasMeta(pat[:len(pat)-1]):
-		return nameMatcher{matchPrefix, pat[:len(pat)-1]}
+		return nameMatcher{kind: matchPrefix, lit: pat[:len(pat)-1]}
 	}
-	return nameMatcher{matchGlob, pat}
+	n := nameMatcher{kind: matchGlob, lit: pat}
+	if i := strings.IndexAny(pat, `*?[\`); i > 0 {
+		n.pre = pat[:i]
+	}
+	if i := strings.LastIndexAny(pat, `*?[]\`); i >= 0 {
+		n.suf = pat[i+1:]
+	}
+	return n
 }
 
 func (n *nameMatcher) match(name string) bool {
@@ -480,6 +556,9 @@ func (n *nameMatcher) match(name string) bool {
 		return strings.HasSuffix(name, n.lit)
 	case matchContains:
 		return strings.Contains(name, n.lit)
+	}
+	if !strings.HasPrefix(name, n.pre) || !strings.HasSuffix(name, n.suf) {
+		return false
 	}
 	ok, _ := path.Match(n.lit, name) // syntax checked when the rule was added
 	return ok

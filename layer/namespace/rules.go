@@ -3,9 +3,9 @@
 // entries, shows backing entries under another name, injects read-only
 // virtual files and grafts other real directories ("binds").
 //
-// This file and match.go are pure: no FUSE and no system calls besides
-// reading rule files and, at Compile time, virtual file sources and bind
-// sources. Rules are collected in a Rules value (from --hide flags, a TOML
+// The rules engine (rules.go and match.go) is pure: no FUSE and no system
+// calls besides reading rule files and, at Compile time, virtual file
+// sources and bind sources. The FUSE-facing Filter is built on top of it. Rules are collected in a Rules value (from --hide flags, a TOML
 // file or code), validated and compiled into an immutable *Map, and the
 // filter answers every lookup, listing, rename and change event through that
 // one Map so that they all agree.
@@ -609,21 +609,16 @@ func (m *Map) dir(d string) *dirRules {
 	if r == nil {
 		r = &dirRules{}
 		m.dirs[d] = r
+		if d != "" {
+			m.maxDirDepth = max(m.maxDirDepth, strings.Count(d, "/")+1)
+		}
 	}
 	return r
 }
 
 func (m *Map) addHide(h hideRule) {
 	if !h.path {
-		n := compileName(h.comps[0])
-		if n.kind == matchLiteral {
-			if m.baseLit == nil {
-				m.baseLit = map[string]struct{}{}
-			}
-			m.baseLit[n.lit] = struct{}{}
-		} else {
-			m.baseGlobs = append(m.baseGlobs, n)
-		}
+		m.base.add(compileName(h.comps[0]))
 		return
 	}
 	dirComps, last := h.comps[:len(h.comps)-1], h.comps[len(h.comps)-1]
@@ -643,15 +638,7 @@ func (m *Map) addHide(h hideRule) {
 }
 
 func (m *Map) addHiddenName(dir string, n nameMatcher) {
-	d := m.dir(dir)
-	if n.kind != matchLiteral {
-		d.hideGlobs = append(d.hideGlobs, n)
-		return
-	}
-	if d.hideLit == nil {
-		d.hideLit = map[string]struct{}{}
-	}
-	d.hideLit[n.lit] = struct{}{}
+	m.dir(dir).hide.add(n)
 }
 
 // virtualIno returns the synthetic inode number of the virtual file at p.
@@ -695,7 +682,7 @@ func (r *Rules) Compile(opts CompileOptions) (*Map, error) {
 			return nil, fmt.Errorf("always-hidden path %q is the root", p)
 		}
 		dir, name := splitPath(cp)
-		m.addHiddenName(dir, nameMatcher{matchLiteral, name})
+		m.addHiddenName(dir, nameMatcher{kind: matchLiteral, lit: name})
 		c.internal = append(c.internal, cp)
 	}
 

@@ -728,6 +728,9 @@ func TestCompileErrors(t *testing.T) {
 		{"rename visible under hidden dir",
 			"hide = [\"/d\"]\n[[rename]]\nbacking = \"d/a\"\nvisible = \"d/b\"",
 			`test.toml: rename #1: backing directory "d" is not visible: "d" is hidden by test.toml: hide #1 "/d"`},
+		{"rename below a hidden ancestor",
+			"hide = [\"/d\"]\n[[rename]]\nbacking = \"d/e/a\"\nvisible = \"d/e/b\"",
+			`test.toml: rename #1: backing directory "d/e" is not visible: "d" is hidden by test.toml: hide #1 "/d"`},
 		{"rename visible under renamed hidden dir",
 			"hide = [\"/new\"]\n[[rename]]\nbacking = \"old\"\nvisible = \"new\"",
 			`visible path "new" is hidden`},
@@ -1021,4 +1024,12 @@ func BenchmarkVisibleName(b *testing.B) {
 			}
 		})
 	}
+}
+
+func TestKindString(t *testing.T) {
+	assert.Equal(t, "pass", Pass.String())
+	assert.Equal(t, "hidden", Hidden.String())
+	assert.Equal(t, "virtual", Virtual.String())
+	assert.Equal(t, "bind", Bind.String())
+	assert.Equal(t, "unknown", Kind(42).String())
 }
