@@ -1,6 +1,7 @@
 package layer_test
 
 import (
+	"os"
 	"testing"
 
 	"github.com/vfsfilter/vfsfilter/layer"
@@ -17,4 +18,55 @@ func TestScenariosPassthrough(t *testing.T) {
 
 func TestScenariosPassthroughAllowOther(t *testing.T) {
 	conformance.RunScenarios(t, conformance.Passthrough, layer.MountOptions{AllowOther: true})
+}
+
+// readCounter counts the reads and writes that reach the daemon.
+type readCounter struct {
+	reads, writes int
+	ptOpens       int
+}
+
+func (r *readCounter) Name() string  { return "counter" }
+func (r *readCounter) Altitude() int { return 100 }
+func (r *readCounter) Attach(a *layer.Attachment) error {
+	layer.OnPost(a, func(c *layer.Call, op *layer.ReadOp, errno layer.Errno) layer.Errno { r.reads++; return errno })
+	layer.OnPost(a, func(c *layer.Call, op *layer.WriteOp, errno layer.Errno) layer.Errno { r.writes++; return errno })
+	layer.OnPost(a, func(c *layer.Call, op *layer.OpenOp, errno layer.Errno) layer.Errno {
+		if errno == 0 && op.Handle.Passthrough {
+			r.ptOpens++
+		}
+		return errno
+	})
+	return nil
+}
+
+// TestFUSEPassthroughBypassesDaemon: plain files are read and written by the
+// kernel directly; no read or write reaches any filter.
+func TestFUSEPassthroughBypassesDaemon(t *testing.T) {
+	rc := &readCounter{}
+	mnt, _ := conformance.Mount(t, func(t testing.TB, backing string) *layer.Stack {
+		pt, err := layer.NewPassthrough(backing)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := layer.NewStack(nil, pt, rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}, layer.MountOptions{})
+	data := make([]byte, 1<<20)
+	if err := os.WriteFile(mnt+"/f", data, 0644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(mnt + "/f")
+	if err != nil || len(got) != len(data) {
+		t.Fatalf("read back: %d bytes, %v", len(got), err)
+	}
+	if rc.ptOpens == 0 {
+		t.Fatalf("no open used passthrough")
+	}
+	if rc.reads != 0 || rc.writes != 0 {
+		t.Errorf("%d reads and %d writes reached the daemon; passthrough should bypass it", rc.reads, rc.writes)
+	}
 }

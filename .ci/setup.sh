@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian machine lacks to build, test and benchmark
+# vfsfilter. Idempotent: it installs only what is missing.
+set -euo pipefail
+
+need=()
+command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
+command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+command -v tar >/dev/null 2>&1 || need+=(tar)
+command -v xattr >/dev/null 2>&1 || true
+
+if [ ${#need[@]} -gt 0 ]; then
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "setup: missing ${need[*]}; run as root or install them" >&2
+		exit 1
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if [ ! -e /dev/fuse ]; then
+	echo "setup: /dev/fuse is missing (load the fuse module: modprobe fuse)" >&2
+	exit 1
+fi
+go mod download
