@@ -636,7 +636,7 @@ func (p *Passthrough) getxattr(c *Call, op *GetxattrOp) error {
 		return err
 	}
 	defer done()
-	n, err := getxattrat(dfd, name, nameFlags(name), op.Name, op.Dest)
+	n, err := getxattrat(dfd, xname(name), unix.AT_SYMLINK_NOFOLLOW, op.Name, op.Dest)
 	op.Size = uint32(n)
 	return err
 }
@@ -647,7 +647,7 @@ func (p *Passthrough) setxattr(c *Call, op *SetxattrOp) error {
 		return err
 	}
 	defer done()
-	return setxattrat(dfd, name, nameFlags(name), op.Name, op.Data, op.Flags)
+	return setxattrat(dfd, xname(name), unix.AT_SYMLINK_NOFOLLOW, op.Name, op.Data, op.Flags)
 }
 
 func (p *Passthrough) listxattr(c *Call, op *ListxattrOp) error {
@@ -656,7 +656,7 @@ func (p *Passthrough) listxattr(c *Call, op *ListxattrOp) error {
 		return err
 	}
 	defer done()
-	n, err := listxattrat(dfd, name, nameFlags(name), op.Dest)
+	n, err := listxattrat(dfd, xname(name), unix.AT_SYMLINK_NOFOLLOW, op.Dest)
 	op.Size = uint32(n)
 	return err
 }
@@ -667,7 +667,16 @@ func (p *Passthrough) removexattr(c *Call, op *RemovexattrOp) error {
 		return err
 	}
 	defer done()
-	return removexattrat(dfd, name, nameFlags(name), op.Name)
+	return removexattrat(dfd, xname(name), unix.AT_SYMLINK_NOFOLLOW, op.Name)
+}
+
+// xname is the name to give the *xattrat calls: they refuse an O_PATH fd
+// with AT_EMPTY_PATH (EBADF), so the root is named "." instead.
+func xname(name string) string {
+	if name == "" {
+		return "."
+	}
+	return name
 }
 
 // errNoFd is returned for I/O on a handle the passthrough did not open.

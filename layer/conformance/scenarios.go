@@ -40,6 +40,7 @@ var Scenarios = map[string]Scenario{
 	"FlockExcludes":              flockExcludes,
 	"RenameNoreplaceAndExchange": renameFlags,
 	"ChangesUnderneathVisible":   changesUnderneathVisible,
+	"RootAttributes":             rootAttributes,
 }
 
 // RunScenarios runs every scenario, each on a fresh mount.
@@ -443,4 +444,36 @@ func allowOther(mnt string) bool {
 		}
 	}
 	return false
+}
+
+// rootAttributes: the mount root is the backing dir itself; every attribute
+// op works on it and reaches the backing dir.
+func rootAttributes(t *testing.T, mnt, backing string) {
+	must(t, unix.Setxattr(mnt, "user.root", []byte("r"), 0))
+	buf := make([]byte, 16)
+	n, err := unix.Getxattr(backing, "user.root", buf)
+	must(t, err)
+	if string(buf[:n]) != "r" {
+		t.Errorf("root xattr in backing: %q", buf[:n])
+	}
+	n, err = unix.Listxattr(mnt, buf)
+	must(t, err)
+	if !bytes.Contains(buf[:n], []byte("user.root")) {
+		t.Errorf("listxattr on root: %q", buf[:n])
+	}
+	_, err = unix.Getxattr(mnt, "security.selinux", buf)
+	wantErrno(t, err, syscall.ENODATA, "missing xattr on root")
+	must(t, unix.Removexattr(mnt, "user.root"))
+	must(t, unix.Chmod(mnt, 0750))
+	must(t, os.Chown(mnt, 123, 456))
+	mt := unix.Timespec{Sec: 1200000000, Nsec: 5}
+	must(t, unix.UtimesNanoAt(unix.AT_FDCWD, mnt, []unix.Timespec{mt, mt}, 0))
+	st, bst := lstat(t, mnt), lstat(t, backing)
+	if bst.Mode&07777 != 0750 || bst.Uid != 123 || bst.Gid != 456 || bst.Mtim != mt {
+		t.Errorf("backing root: mode %o owner %d:%d mtime %v", bst.Mode&07777, bst.Uid, bst.Gid, bst.Mtim)
+	}
+	if st.Ino != bst.Ino {
+		t.Errorf("root inode %d, backing root %d", st.Ino, bst.Ino)
+	}
+	must(t, os.Chown(mnt, 0, 0))
 }
