@@ -70,3 +70,7 @@ func TestFUSEPassthroughBypassesDaemon(t *testing.T) {
 		t.Errorf("%d reads and %d writes reached the daemon; passthrough should bypass it", rc.reads, rc.writes)
 	}
 }
+
+func TestExercisePassthrough(t *testing.T) {
+	conformance.RunExerciser(t, conformance.Passthrough, layer.MountOptions{}, 400)
+}

@@ -7,6 +7,7 @@
 package conformance
 
 import (
+	"fmt"
 	"os"
 	"testing"
 
@@ -88,4 +89,15 @@ func Passthrough(t testing.TB, backing string) *layer.Stack {
 		t.Fatal(err)
 	}
 	return st
+}
+
+// RunExerciser runs Exercise for a few seeds, each on a fresh mount, with
+// the local reference tree beside the backing dir (same file system).
+func RunExerciser(t *testing.T, mk StackFunc, opts layer.MountOptions, steps int) {
+	for _, seed := range []uint64{1, 2, 3} {
+		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
+			mnt, _ := Mount(t, mk, opts)
+			Exercise(t, t.TempDir(), mnt, seed, steps)
+		})
+	}
 }

@@ -167,3 +167,7 @@ func TestRenameVirtualBind(t *testing.T) {
 	b, _ := os.Stat(mnt + "/docs/README.md")
 	assert.NotEqual(t, a.Sys().(*syscall.Stat_t).Ino, b.Sys().(*syscall.Stat_t).Ino)
 }
+
+func TestExerciseHide20(t *testing.T) {
+	conformance.RunExerciser(t, stackWith(hideRules), layer.MountOptions{}, 300)
+}
