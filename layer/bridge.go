@@ -9,6 +9,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
 // bridge turns go-fuse node callbacks into stack ops. It owns no file-system
@@ -20,6 +21,7 @@ type bridge struct {
 	entryTTL time.Duration
 	attrTTL  time.Duration
 	negTTL   time.Duration
+	cacheDir bool
 }
 
 // node is the go-fuse inode of one entry the kernel knows.
@@ -127,16 +129,18 @@ func handleOf(f fs.FileHandle) *Handle {
 }
 
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) Errno {
-	h := handleOf(f)
-	if h == nil {
-		n.mu.Lock()
-		if len(n.dirs) > 0 {
-			h = n.dirs[0]
+	op := &GetattrOp{Node: &n.Node, Path: n.path(), Handle: handleOf(f)}
+	_, errno := n.do(ctx, op)
+	if errno == syscall.ENOENT && op.Handle == nil {
+		// The path is gone, but an open directory still has an fd:
+		// fstat(2) of it must work, as on a local file system.
+		if h := n.dupDirHandle(); h != nil {
+			defer unix.Close(h.Fd)
+			op = &GetattrOp{Node: &n.Node, Path: n.path(), Handle: h}
+			_, errno = n.do(ctx, op)
 		}
-		n.mu.Unlock()
 	}
-	op := &GetattrOp{Node: &n.Node, Path: n.path(), Handle: h}
-	if _, errno := n.do(ctx, op); errno != 0 {
+	if errno != 0 {
 		return errno
 	}
 	out.Attr = op.Out
@@ -294,6 +298,26 @@ func (n *node) adopt(c *Call, h *Handle) (fs.FileHandle, uint32, Errno) {
 	return fh, fflags, 0
 }
 
+// dupDirHandle returns a handle on a duplicate of the fd of one of the
+// node's open directories, or nil. The duplicate is taken under n.mu, and
+// Releasedir drops its handle from n.dirs under n.mu before closing it, so
+// the fd cannot be closed (or reused for another file) under us.
+func (n *node) dupDirHandle() *Handle {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, h := range n.dirs {
+		if h.Fd < 0 {
+			continue
+		}
+		fd, err := unix.Dup(h.Fd)
+		if err != nil {
+			return nil
+		}
+		return NewHandle(fd, h.Flags)
+	}
+	return nil
+}
+
 // OpendirHandle opens the directory below as well, so the open directory
 // keeps an fd: fstat and fsync on it work after it was renamed or removed.
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, Errno) {
@@ -304,7 +328,11 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, 
 	n.mu.Lock()
 	n.dirs = append(n.dirs, op.Handle)
 	n.mu.Unlock()
-	return &dirHandle{n: n, h: op.Handle}, 0, 0
+	var fflags uint32
+	if n.br.cacheDir {
+		fflags = fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
+	}
+	return &dirHandle{n: n, h: op.Handle}, fflags, 0
 }
 
 // dirHandle is an open directory: a listing taken through the stack on the
@@ -366,7 +394,6 @@ func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) Errno {
 }
 
 func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {
-	d.n.do(ctx, &ReleaseOp{Handle: d.h})
 	d.n.mu.Lock()
 	for i, h := range d.n.dirs {
 		if h == d.h {
@@ -375,6 +402,7 @@ func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {
 		}
 	}
 	d.n.mu.Unlock()
+	d.n.do(ctx, &ReleaseOp{Handle: d.h})
 }
 
 func (n *node) Readdir(ctx context.Context) (fs.DirStream, Errno) {

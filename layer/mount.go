@@ -30,6 +30,11 @@ type MountOptions struct {
 	// defaults (1s, 1s, none). Longer timeouts are faster but only correct
 	// when nothing changes the backing dir behind the mount's back.
 	EntryTimeout, AttrTimeout, NegativeTimeout time.Duration
+	// CacheDirs lets the kernel keep directory listings in its page cache
+	// across opens (FOPEN_CACHE_DIR), so a warm listing costs no request.
+	// Like long timeouts, it is only correct when changes made directly
+	// in the backing dir invalidate the cache.
+	CacheDirs bool
 	// FsName is shown as the source in /proc/mounts.
 	FsName string
 	// Logger receives the daemon's log lines; nil means slog.Default().
@@ -54,6 +59,7 @@ func Mount(mountpoint string, stack *Stack, opts MountOptions) (*Server, error) 
 		entryTTL: opts.EntryTimeout,
 		attrTTL:  opts.AttrTimeout,
 		negTTL:   opts.NegativeTimeout,
+		cacheDir: opts.CacheDirs,
 	}
 	if br.entryTTL == 0 {
 		br.entryTTL = time.Second
@@ -67,11 +73,17 @@ func Mount(mountpoint string, stack *Stack, opts MountOptions) (*Server, error) 
 	}
 
 	mo := fuse.MountOptions{
-		AllowOther:    opts.AllowOther,
-		FsName:        opts.FsName,
-		Name:          "vfsfilter",
-		Debug:         opts.Debug,
-		EnableLocks:   true,
+		AllowOther:  opts.AllowOther,
+		FsName:      opts.FsName,
+		Name:        "vfsfilter",
+		Debug:       opts.Debug,
+		EnableLocks: true,
+		// POSIX ACLs: the kernel checks permissions with the backing
+		// files' ACLs (as ext4 would) and caches them per inode, which
+		// saves a GETXATTR(system.posix_acl_*) per entry of every
+		// `ls -l` while attributes are cached. It implies
+		// default_permissions.
+		EnableAcl:     true,
 		DirectMount:   true,
 		MaxWrite:      1 << 20,
 		MaxReadAhead:  1 << 20,

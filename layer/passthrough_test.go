@@ -2,6 +2,7 @@ package layer_test
 
 import (
 	"os"
+	"sync/atomic"
 	"testing"
 
 	"github.com/vfsfilter/vfsfilter/layer"
@@ -22,18 +23,17 @@ func TestScenariosPassthroughAllowOther(t *testing.T) {
 
 // readCounter counts the reads and writes that reach the daemon.
 type readCounter struct {
-	reads, writes int
-	ptOpens       int
+	reads, writes, ptOpens atomic.Int64
 }
 
 func (r *readCounter) Name() string  { return "counter" }
 func (r *readCounter) Altitude() int { return 100 }
 func (r *readCounter) Attach(a *layer.Attachment) error {
-	layer.OnPost(a, func(c *layer.Call, op *layer.ReadOp, errno layer.Errno) layer.Errno { r.reads++; return errno })
-	layer.OnPost(a, func(c *layer.Call, op *layer.WriteOp, errno layer.Errno) layer.Errno { r.writes++; return errno })
+	layer.OnPost(a, func(c *layer.Call, op *layer.ReadOp, errno layer.Errno) layer.Errno { r.reads.Add(1); return errno })
+	layer.OnPost(a, func(c *layer.Call, op *layer.WriteOp, errno layer.Errno) layer.Errno { r.writes.Add(1); return errno })
 	layer.OnPost(a, func(c *layer.Call, op *layer.OpenOp, errno layer.Errno) layer.Errno {
 		if errno == 0 && op.Handle.Passthrough {
-			r.ptOpens++
+			r.ptOpens.Add(1)
 		}
 		return errno
 	})
@@ -63,11 +63,11 @@ func TestFUSEPassthroughBypassesDaemon(t *testing.T) {
 	if err != nil || len(got) != len(data) {
 		t.Fatalf("read back: %d bytes, %v", len(got), err)
 	}
-	if rc.ptOpens == 0 {
+	if rc.ptOpens.Load() == 0 {
 		t.Fatalf("no open used passthrough")
 	}
-	if rc.reads != 0 || rc.writes != 0 {
-		t.Errorf("%d reads and %d writes reached the daemon; passthrough should bypass it", rc.reads, rc.writes)
+	if r, w := rc.reads.Load(), rc.writes.Load(); r != 0 || w != 0 {
+		t.Errorf("%d reads and %d writes reached the daemon; passthrough should bypass it", r, w)
 	}
 }
 

@@ -8,6 +8,7 @@ package conformance
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"testing"
 
@@ -52,6 +53,11 @@ func Mount(t testing.TB, mk StackFunc, opts layer.MountOptions) (mnt, backing st
 	backing = t.TempDir()
 	mnt = t.TempDir()
 	st := mk(t, backing)
+	if os.Getenv("VFS_TEST_DEBUG") != "" {
+		// FUSE request tracing for the failing test at hand.
+		opts.Debug = true
+		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	srv, err := layer.Mount(mnt, st, opts)
 	if err != nil {
 		t.Fatalf("mount: %v", err)
