@@ -44,6 +44,8 @@ type MountOptions struct {
 // Server is a live mount.
 type Server struct {
 	srv        *fuse.Server
+	root       *node
+	stack      *Stack
 	mountpoint string
 }
 
@@ -124,7 +126,7 @@ func Mount(mountpoint string, stack *Stack, opts MountOptions) (*Server, error) 
 	if err != nil {
 		return nil, err
 	}
-	return &Server{srv: srv, mountpoint: mountpoint}, nil
+	return &Server{srv: srv, root: root, stack: stack, mountpoint: mountpoint}, nil
 }
 
 // Wait blocks until the file system is unmounted.
@@ -142,6 +144,12 @@ func (s *Server) Unmount() error {
 	}
 	return err
 }
+
+// Mountpoint returns where the file system is mounted.
+func (s *Server) Mountpoint() string { return s.mountpoint }
+
+// Stack returns the stack the server serves.
+func (s *Server) Stack() *Stack { return s.stack }
 
 // KernelFlags reports the capabilities negotiated with the kernel.
 func (s *Server) KernelFlags() uint64 { return s.srv.KernelSettings().Flags64() }
