@@ -22,6 +22,9 @@ type bridge struct {
 	attrTTL  time.Duration
 	negTTL   time.Duration
 	cacheDir bool
+	// replay recognises the notify filter's replay thread, whose requests
+	// are answered without touching the backing dir (replay_notify.go).
+	replay replayGate
 }
 
 // node is the go-fuse inode of one entry the kernel knows.
@@ -73,6 +76,9 @@ func (n *node) call(ctx context.Context) *Call {
 	if fc, ok := ctx.(*fuse.Context); ok {
 		c.Uid, c.Gid, c.Pid = fc.Uid, fc.Gid, fc.Pid
 	}
+	// The replay thread's requests re-enact changes already made
+	// underneath: never the user's, never reported again.
+	_, c.Internal = n.br.replaying(ctx)
 	return c
 }
 
@@ -106,6 +112,11 @@ func (n *node) newChild(ctx context.Context, a *Attr, out *fuse.EntryOut) *fs.In
 }
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, Errno) {
+	if rop, ok := n.br.replaying(ctx); ok {
+		if ch, errno, handled := n.replayLookup(ctx, rop, name, out); handled {
+			return ch, errno
+		}
+	}
 	op := &LookupOp{Path: n.child(name)}
 	if _, errno := n.do(ctx, op); errno != 0 {
 		if errno == syscall.ENOENT && n.br.negTTL > 0 {
@@ -149,6 +160,9 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 }
 
 func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) Errno {
+	if rop, ok := n.br.replaying(ctx); ok {
+		return n.replaySetattr(ctx, rop, f, out)
+	}
 	op := &SetattrOp{Node: &n.Node, Path: n.path(), Handle: handleOf(f), In: *in}
 	if _, errno := n.do(ctx, op); errno != 0 {
 		return errno
@@ -170,6 +184,9 @@ func (n *node) Readlink(ctx context.Context) ([]byte, Errno) {
 }
 
 func (n *node) Mknod(ctx context.Context, name string, mode, dev uint32, out *fuse.EntryOut) (*fs.Inode, Errno) {
+	if rop, ok := n.br.replaying(ctx); ok {
+		return n.replayCreate(ctx, rop, name, mode, out)
+	}
 	op := &MknodOp{Path: n.child(name), Mode: mode, Rdev: dev}
 	if _, errno := n.do(ctx, op); errno != 0 {
 		return nil, errno
@@ -178,6 +195,9 @@ func (n *node) Mknod(ctx context.Context, name string, mode, dev uint32, out *fu
 }
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, Errno) {
+	if rop, ok := n.br.replaying(ctx); ok {
+		return n.replayCreate(ctx, rop, name, syscall.S_IFDIR, out)
+	}
 	op := &MkdirOp{Path: n.child(name), Mode: mode}
 	if _, errno := n.do(ctx, op); errno != 0 {
 		return nil, errno
@@ -186,6 +206,9 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 }
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, Errno) {
+	if rop, ok := n.br.replaying(ctx); ok {
+		return n.replayCreate(ctx, rop, name, syscall.S_IFLNK, out)
+	}
 	op := &SymlinkOp{Path: n.child(name), Target: target}
 	if _, errno := n.do(ctx, op); errno != 0 {
 		return nil, errno
@@ -194,6 +217,9 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 }
 
 func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, Errno) {
+	if _, ok := n.br.replaying(ctx); ok {
+		return nil, syscall.EPERM
+	}
 	t, ok := target.(*node)
 	if !ok {
 		return nil, syscall.EXDEV
@@ -206,11 +232,17 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 }
 
 func (n *node) Unlink(ctx context.Context, name string) Errno {
+	if rop, ok := n.br.replaying(ctx); ok {
+		return replayAck(rop, kindsRemove, n.child(name))
+	}
 	_, errno := n.do(ctx, &UnlinkOp{Path: n.child(name)})
 	return errno
 }
 
 func (n *node) Rmdir(ctx context.Context, name string) Errno {
+	if rop, ok := n.br.replaying(ctx); ok {
+		return replayAck(rop, kindsRemove, n.child(name))
+	}
 	_, errno := n.do(ctx, &RmdirOp{Path: n.child(name)})
 	return errno
 }
@@ -220,11 +252,20 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if !ok {
 		return syscall.EXDEV
 	}
+	if rop, ok := n.br.replaying(ctx); ok {
+		if flags != 0 {
+			return syscall.EPERM
+		}
+		return replayAck(rop, kindsRename, n.child(name), np.child(newName))
+	}
 	_, errno := n.do(ctx, &RenameOp{OldPath: n.child(name), NewPath: np.child(newName), Flags: flags})
 	return errno
 }
 
 func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, Errno) {
+	if _, ok := n.br.replaying(ctx); ok {
+		return nil, nil, 0, syscall.EPERM
+	}
 	op := &CreateOp{Path: n.child(name), Flags: flags, Mode: mode}
 	c, errno := n.do(ctx, op)
 	if errno != 0 {
@@ -239,6 +280,9 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 }
 
 func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, Errno) {
+	if _, ok := n.br.replaying(ctx); ok {
+		return nil, nil, 0, syscall.EPERM
+	}
 	op := &TmpfileOp{Path: n.path(), Flags: flags, Mode: mode}
 	c, errno := n.do(ctx, op)
 	if errno != 0 {
@@ -257,6 +301,9 @@ func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 }
 
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, Errno) {
+	if _, ok := n.br.replaying(ctx); ok {
+		return nil, 0, syscall.EPERM
+	}
 	op := &OpenOp{Node: &n.Node, Path: n.path(), Flags: flags}
 	c, errno := n.do(ctx, op)
 	if errno != 0 {
@@ -431,6 +478,9 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 }
 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) Errno {
+	if rop, ok := n.br.replaying(ctx); ok {
+		return replayAck(rop, kindsAttrib, n.path())
+	}
 	_, errno := n.do(ctx, &SetxattrOp{Node: &n.Node, Path: n.path(), Name: attr, Data: data, Flags: flags})
 	return errno
 }
@@ -442,6 +492,9 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, Errno) {
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) Errno {
+	if rop, ok := n.br.replaying(ctx); ok {
+		return replayAck(rop, kindsAttrib, n.path())
+	}
 	_, errno := n.do(ctx, &RemovexattrOp{Node: &n.Node, Path: n.path(), Name: attr})
 	return errno
 }

@@ -47,6 +47,7 @@ type Server struct {
 	root       *node
 	stack      *Stack
 	mountpoint string
+	readOnly   bool
 }
 
 // Mount serves stack at mountpoint and returns once the kernel can use it.
@@ -126,7 +127,7 @@ func Mount(mountpoint string, stack *Stack, opts MountOptions) (*Server, error) 
 	if err != nil {
 		return nil, err
 	}
-	return &Server{srv: srv, root: root, stack: stack, mountpoint: mountpoint}, nil
+	return &Server{srv: srv, root: root, stack: stack, mountpoint: mountpoint, readOnly: opts.ReadOnly}, nil
 }
 
 // Wait blocks until the file system is unmounted.

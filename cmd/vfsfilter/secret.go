@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/term"
+)
+
+// ExitPassword: the passphrase does not unlock the encrypted BACKING (it
+// is wrong, or the settings' crypt section was changed). Mount refuses
+// before mounting anything; "crypt passwd" and "crypt fsck" refuse too.
+const ExitPassword ExitCode = 8
+
+// secretFlags are the ways a user gives a passphrase: a file, a command,
+// or (neither given) the terminal. The passphrase never travels in argv:
+// --passfile names a file and --extpass a command that prints it.
+type secretFlags struct {
+	passfile string
+	extpass  string
+	// stderr receives warnings (a passfile others can read); nil means
+	// os.Stderr.
+	stderr io.Writer
+}
+
+// addFlags defines --passfile and --extpass on fs.
+func (s *secretFlags) addFlags(fs *pflag.FlagSet) {
+	s.addFlagsNamed(fs, "passfile", "extpass", "the passphrase")
+}
+
+// addFlagsNamed defines the two flags under other names ("new-passfile"
+// for crypt passwd).
+func (s *secretFlags) addFlagsNamed(fs *pflag.FlagSet, file, ext, what string) {
+	fs.StringVar(&s.passfile, file, "", "read "+what+" from the first line of `FILE` (it should be readable by its owner only)")
+	fs.StringVar(&s.extpass, ext, "", "run `COMMAND` with /bin/sh -c and read "+what+" from the first line of its output")
+}
+
+// errNoTerminal is returned when no passphrase source is usable.
+var errNoTerminal = errors.New("a passphrase is needed: give --passfile FILE or --extpass COMMAND, or run from a terminal")
+
+// read returns the passphrase, from --passfile, --extpass or the terminal,
+// in that order of preference (giving both flags is an error). confirm asks
+// twice on the terminal, for a new passphrase. The caller wipes the
+// result. Errors never contain the passphrase.
+func (s *secretFlags) read(prompt string, confirm bool) ([]byte, error) {
+	var p []byte
+	var err error
+	switch {
+	case s.passfile != "" && s.extpass != "":
+		return nil, usageErrorf("give --passfile or --extpass, not both")
+	case s.passfile != "":
+		p, err = s.fromFile()
+	case s.extpass != "":
+		p, err = s.fromCommand()
+	default:
+		p, err = fromTerminal(prompt, confirm)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(p) == 0 {
+		return nil, errors.New("the passphrase is empty")
+	}
+	return p, nil
+}
+
+func (s *secretFlags) warnf(format string, args ...any) {
+	w := s.stderr
+	if w == nil {
+		w = os.Stderr
+	}
+	fmt.Fprintf(w, "vfsfilter: warning: "+format+"\n", args...)
+}
+
+// fromFile reads the first line of --passfile. A file that group or others
+// can read is used, with a warning: refusing would break set-ups that keep
+// the file on a file system without modes.
+func (s *secretFlags) fromFile() ([]byte, error) {
+	f, err := os.Open(s.passfile)
+	if err != nil {
+		return nil, fmt.Errorf("passphrase file: %w", unwrapPathErrorSecret(err))
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Mode().Perm()&0o077 != 0 {
+		s.warnf("passphrase file %s can be read by others (mode %04o); chmod 600 it", s.passfile, st.Mode().Perm())
+	}
+	data, err := io.ReadAll(io.LimitReader(f, 64<<10))
+	if err != nil {
+		return nil, fmt.Errorf("passphrase file %s: %w", s.passfile, unwrapPathErrorSecret(err))
+	}
+	defer clear(data)
+	return firstLine(data), nil
+}
+
+// fromCommand runs --extpass with /bin/sh -c, so that the command may use
+// quoting and pipes ("pass show vault | head -1"); gocryptfs splits on
+// spaces instead, which cannot express those. Its stderr is the user's;
+// its exit status must be 0.
+func (s *secretFlags) fromCommand() ([]byte, error) {
+	cmd := exec.Command("/bin/sh", "-c", s.extpass)
+	cmd.Stdin = os.Stdin
+	cmd.Stderr = os.Stderr
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	err := cmd.Run()
+	defer clear(out.Bytes())
+	if err != nil {
+		// Only the status: the command's output may hold the secret.
+		return nil, fmt.Errorf("--extpass command failed: %v", exitStatusOnly(err))
+	}
+	return firstLine(out.Bytes()), nil
+}
+
+func exitStatusOnly(err error) error {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return fmt.Errorf("%s", ee.ProcessState.String())
+	}
+	return err
+}
+
+// firstLine returns a copy of the first line of data, without the line end.
+func firstLine(data []byte) []byte {
+	line, _, _ := bytes.Cut(data, []byte("\n"))
+	line = bytes.TrimSuffix(line, []byte("\r"))
+	return append([]byte(nil), line...)
+}
+
+// fromTerminal asks on /dev/tty (not stdin, which may be a pipe of data),
+// without echo.
+func fromTerminal(prompt string, confirm bool) ([]byte, error) {
+	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+	if err != nil {
+		return nil, errNoTerminal
+	}
+	defer tty.Close()
+	if !term.IsTerminal(int(tty.Fd())) {
+		return nil, errNoTerminal
+	}
+	ask := func(p string) ([]byte, error) {
+		fmt.Fprint(tty, p)
+		b, err := term.ReadPassword(int(tty.Fd()))
+		fmt.Fprintln(tty)
+		return b, err
+	}
+	p, err := ask(prompt)
+	if err != nil {
+		return nil, fmt.Errorf("reading the passphrase: %w", err)
+	}
+	if !confirm {
+		return p, nil
+	}
+	again, err := ask("Repeat: ")
+	defer clear(again)
+	if err != nil {
+		clear(p)
+		return nil, fmt.Errorf("reading the passphrase: %w", err)
+	}
+	if subtle.ConstantTimeCompare(p, again) != 1 {
+		clear(p)
+		return nil, errors.New("the passphrases do not match")
+	}
+	return p, nil
+}
+
+// unwrapPathErrorSecret drops the *PathError wrapper's operation, keeping
+// the path and cause.
+func unwrapPathErrorSecret(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: %w", pe.Path, pe.Err)
+	}
+	return err
+}

@@ -1,0 +1,135 @@
+// Package notify reports changes to a mount's tree, in the names users see,
+// whoever made them: through the mount, or directly in the backing
+// directory. It is the directory-change notification of the Windows filter
+// model: every filter translates or drops events on their way up, none of
+// the stack's own work is ever reported, and nothing is lost silently.
+//
+// # Parts
+//
+//   - [Filter], at the top of the stack (layer.AltitudeNotify). Its
+//     post-callbacks turn successful changes made through the mount into
+//     events. It sees visible names, but the filters below rewrite op paths
+//     in place, so its pre-callbacks keep the visible paths for the
+//     post-callbacks. Requests marked Call.Internal (filters' own I/O, the
+//     replay thread) are never reported.
+//   - [Source], just above the passthrough ([AltitudeSource]). It registers
+//     no callback and owns the watch on the backing directory; what the
+//     watch finds it publishes in backing names with Attachment.Publish, so
+//     the event travels up through every filter (crypt decrypts names,
+//     namespace hides and renames, HSM drops its own work) and reaches the
+//     Filter's FilterEvent in visible names.
+//   - the backing watch: fanotify with a filesystem mark, which tells who
+//     made a change: events whose pid is the daemon's are dropped, because
+//     they are changes made through the mount (already reported) or the
+//     filters' own work (an HSM recall). Without fanotify, inotify with one
+//     watch per directory, which cannot tell: then the Filter records every
+//     change it is about to pass down and drops the backing watch's report
+//     of the same kind on the same name within two seconds
+//     (Notifier.seen). A change underneath that equals one just made
+//     through the mount is then reported once, not twice.
+//   - the invalidator: for each backing event it drops what the kernel
+//     caches about the names involved (layer.Server.Invalidate), so a stat
+//     through the mount sees a change underneath at once even with long
+//     entry and attribute timeouts and cached listings (FOPEN_CACHE_DIR).
+//   - the replay thread: re-enacts each backing event on the mount so that
+//     plain inotify watchers of the mountpoint see it (below).
+//   - subscribers ([Notifier.Subscribe]; the control method "watch",
+//     `vfsfilter watch`).
+//
+// # Events
+//
+// Kinds are create, remove, modify, attrib, rename (one event with both
+// names) and rescan. Writes through the mount are reported per open file:
+// one modify when the file is closed (FLUSH), and at most one per second
+// while it is written; writes the kernel makes directly to the backing
+// file (FUSE passthrough) never reach the daemon and are found at close by
+// comparing the backing file's size and times with those at open. While a
+// file is open for writing through the mount, modify and attrib events the
+// backing watch reports for it are dropped for that reason: the close
+// reports them.
+//
+// Nothing is lost silently: when the backing watch overflows (fanotify's
+// or inotify's queue), cannot place a change (its directory is gone and
+// was never seen), or a subscriber reads too slowly, a rescan event names
+// the subtree to read again ("" for the whole mount).
+//
+// # Replaying changes for inotify watchers of the mount
+//
+// The kernel emits inotify events on a FUSE mount only for operations made
+// through it; the FUSE notifications (NotifyEntry, NotifyContent) only
+// invalidate caches. So the replay thread performs, on the mountpoint, the
+// syscall that would have made the change found underneath: mknod, mkdir
+// or symlink for a creation, unlink or rmdir for a removal, rename for a
+// rename, lchown to the current owner for an attribute change, truncate to
+// the current size for a modification. The kernel runs its ordinary VFS
+// path and emits IN_CREATE, IN_DELETE, IN_MOVED_FROM/IN_MOVED_TO (one
+// cookie), IN_ATTRIB and IN_MODIFY; the FUSE requests it sends carry the
+// replay thread's id, and the bridge answers them from the current state
+// without touching the backing directory (layer/replay_notify.go). Replay
+// requests run as internal calls: they are not reported again, and since
+// they change nothing underneath, the backing watch never sees them.
+//
+// A replay happens after the invalidation of the same event (the kernel
+// must look the names up again for the replayed syscall to reach the
+// daemon), and the replay thread invalidates a created or renamed-to name
+// once more right before its syscall, in case a lookup cached it again.
+// Replay is skipped on read-only mounts (the kernel refuses every change
+// before asking the daemon).
+//
+// # Why this cannot deadlock
+//
+// A deadlock needs a cycle of waits. The waits here are:
+//
+//  1. A FUSE request handler waits for the layers below it (filters, the
+//     backing file system). No handler waits for a goroutine of this
+//     package: the Filter's callbacks and FilterEvent only append to
+//     bounded queues without blocking (a full queue drops the event and
+//     leaves a rescan in its place), and take only short mutexes that no
+//     one holds while waiting for anything.
+//  2. The kernel, while it serves a request, holds locks on the inodes
+//     involved (a directory's i_rwsem during LOOKUP, CREATE, RENAME; page
+//     locks during READ) until the daemon answers.
+//  3. A cache notification (INVAL_ENTRY, INVAL_INODE, DELETE) takes the
+//     same kernel locks, so it waits for requests in flight on those
+//     inodes (2). Notifications are only sent by the invalidator goroutine
+//     and the replay thread, never by a request handler, so by (1) the
+//     requests they wait for complete without them.
+//  4. A replayed syscall waits for the kernel, which waits for the
+//     daemon's answers to the requests it sends (2). Those requests are
+//     answered on go-fuse's reader goroutines by the bridge's replay path,
+//     which takes no lock of the bridge's (it reads two atomics) and runs
+//     only read-only ops down the stack, as any request does: by (1) it
+//     does not wait for the replay thread or the invalidator.
+//  5. The invalidator waits for kernel locks (3) and, never, for the
+//     replay thread: it hands events over through a bounded queue without
+//     blocking (a full queue drops the replay, counted and logged: inotify
+//     watchers of the mount then miss that change; the watch stream and
+//     the invalidation still have it).
+//  6. The backing watch waits for nothing but its file descriptor; its
+//     events are published synchronously up the stack, into (1)-style
+//     non-blocking queues. fanotify and inotify notification events never
+//     block the process that made the change: a full kernel queue
+//     overflows, which becomes a rescan.
+//
+// Every wait points from the kernel or this package's goroutines towards
+// request handlers and the backing file system, and none points back, so
+// there is no cycle. Two more conditions keep it so: the replay thread is
+// locked to its OS thread for its whole life (runtime.LockOSThread, never
+// undone), so no other goroutine ever runs on the thread id the bridge
+// recognises; and every request from that thread that would change
+// anything other than what the declared replay op names is refused with
+// EPERM, so the thread cannot change the backing directory whatever
+// happens.
+//
+// # Limits
+//
+// The replay costs a few FUSE round trips per event (about 0.1-0.3 ms);
+// under a flood of changes underneath it falls behind and drops (counted
+// in [Stats]); the watch stream and the cache invalidation do not depend
+// on it. The inotify fallback watches directories as it learns of them:
+// entries made in a new directory before its watch exists are found by
+// scanning it and reported as creations, but a short-lived entry can be
+// missed. fanotify needs CAP_SYS_ADMIN and a file system that supports
+// file handles (ext4, xfs, btrfs, tmpfs); a FUSE or network backing
+// directory falls back to inotify.
+package notify

@@ -1,0 +1,341 @@
+package notify
+
+import (
+	"encoding/binary"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vfsfilter/vfsfilter/layer"
+)
+
+// fanWatcher watches the backing directory with fanotify. A filesystem mark
+// (FAN_MARK_FILESYSTEM) sees every change on the backing directory's file
+// system, recursively and without a watch per directory, and each event
+// carries the pid of the process that made it: the daemon's own changes
+// (those made through the mount, already reported by the notify filter,
+// and the filters' own work such as HSM recalls) are dropped by pid, as a
+// Windows HSM service's own writes are. Events name the changed entry by
+// its directory's file handle and its name (FAN_REPORT_DFID_NAME); the
+// directory's path comes from a map of handles kept current as
+// directories are created, renamed and removed, or from open_by_handle_at.
+// Changes elsewhere on the file system are dropped.
+type fanWatcher struct {
+	f      *os.File
+	root   string // resolved backing dir
+	rootFd int    // for open_by_handle_at
+	pid    int32
+	emit   func(layer.Event)
+	log    *slog.Logger
+	done   chan struct{}
+
+	// dirs maps a directory's file handle (type and bytes) to its path
+	// relative to root; outside holds handles of directories that are
+	// not below root.
+	dirs    map[string]string
+	outside map[string]struct{}
+}
+
+const fanMask = unix.FAN_CREATE | unix.FAN_DELETE | unix.FAN_RENAME | unix.FAN_MODIFY | unix.FAN_ATTRIB | unix.FAN_ONDIR
+
+func startFanotify(root string, emit func(layer.Event), log *slog.Logger) (*fanWatcher, error) {
+	fd, err := unix.FanotifyInit(unix.FAN_CLASS_NOTIF|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK|unix.FAN_REPORT_DFID_NAME, unix.O_RDONLY|unix.O_CLOEXEC)
+	if err != nil {
+		return nil, &os.SyscallError{Syscall: "fanotify_init", Err: err}
+	}
+	if err := unix.FanotifyMark(fd, unix.FAN_MARK_ADD|unix.FAN_MARK_FILESYSTEM, fanMask, unix.AT_FDCWD, root); err != nil {
+		unix.Close(fd)
+		return nil, &os.SyscallError{Syscall: "fanotify_mark", Err: err}
+	}
+	rootFd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	w := &fanWatcher{
+		f:       os.NewFile(uintptr(fd), "fanotify"),
+		root:    root,
+		rootFd:  rootFd,
+		pid:     int32(os.Getpid()),
+		emit:    emit,
+		log:     log,
+		done:    make(chan struct{}),
+		dirs:    map[string]string{},
+		outside: map[string]struct{}{},
+	}
+	// Know every directory before the first event: a directory removed
+	// before its events are read can no longer be resolved by handle.
+	w.prime()
+	go w.run()
+	return w, nil
+}
+
+func (w *fanWatcher) name() string  { return "fanotify" }
+func (w *fanWatcher) precise() bool { return true }
+
+func (w *fanWatcher) close() error {
+	err := w.f.Close() // wakes the reader
+	<-w.done
+	unix.Close(w.rootFd)
+	return err
+}
+
+func handleKey(typ int32, b []byte) string {
+	var t [4]byte
+	binary.LittleEndian.PutUint32(t[:], uint32(typ))
+	return string(t[:]) + string(b)
+}
+
+// remember records the handle of the directory at rel.
+func (w *fanWatcher) remember(rel string) {
+	h, _, err := unix.NameToHandleAt(w.rootFd, rel, 0)
+	if rel == "" {
+		h, _, err = unix.NameToHandleAt(w.rootFd, "", unix.AT_EMPTY_PATH)
+	}
+	if err == nil {
+		w.dirs[handleKey(h.Type(), h.Bytes())] = rel
+	}
+}
+
+func (w *fanWatcher) prime() {
+	w.remember("")
+	filepath.WalkDir(w.root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() || p == w.root {
+			return nil
+		}
+		if rel, ok := relPath(w.root, p); ok {
+			w.remember(rel)
+		}
+		return nil
+	})
+}
+
+// resolve returns the path (relative to root) of the directory with the
+// handle, whether it is inside root, and whether it could be resolved.
+func (w *fanWatcher) resolve(typ int32, h []byte) (rel string, inside, ok bool) {
+	key := handleKey(typ, h)
+	if rel, ok := w.dirs[key]; ok {
+		return rel, true, true
+	}
+	if _, ok := w.outside[key]; ok {
+		return "", false, true
+	}
+	fd, err := unix.OpenByHandleAt(w.rootFd, unix.NewFileHandle(typ, h), unix.O_PATH)
+	if err != nil {
+		return "", false, false
+	}
+	p, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+	unix.Close(fd)
+	if err != nil || strings.HasSuffix(p, " (deleted)") {
+		return "", false, false
+	}
+	rel, inside = relPath(w.root, p)
+	if len(w.dirs)+len(w.outside) > 1<<20 {
+		// Bounded: forget the other file system's directories first.
+		clear(w.outside)
+	}
+	if inside {
+		w.dirs[key] = rel
+	} else {
+		w.outside[key] = struct{}{}
+	}
+	return rel, inside, true
+}
+
+// renamed rewrites the remembered paths of a directory moved from old to
+// new (new is "", with gone, when it left the tree).
+func (w *fanWatcher) renamed(old, new string, gone bool) {
+	for k, p := range w.dirs {
+		if p == old || strings.HasPrefix(p, old+"/") {
+			if gone {
+				delete(w.dirs, k)
+			} else {
+				w.dirs[k] = new + p[len(old):]
+			}
+		}
+	}
+}
+
+func (w *fanWatcher) run() {
+	defer close(w.done)
+	buf := make([]byte, 256<<10)
+	for {
+		n, err := w.f.Read(buf)
+		if err != nil {
+			if errors.Is(err, os.ErrClosed) {
+				return
+			}
+			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
+				continue
+			}
+			w.log.Error("fanotify read failed; backing changes are no longer reported", "error", err)
+			w.emit(layer.Event{Kind: layer.EventRescan})
+			return
+		}
+		w.batch(buf[:n])
+	}
+}
+
+// fid is one directory-fid-and-name record of an event.
+type fid struct {
+	typ    int32
+	handle []byte
+	name   string
+}
+
+func (w *fanWatcher) batch(buf []byte) {
+	now := time.Now()
+	rescanned := false
+	rescan := func() {
+		if !rescanned {
+			w.emit(layer.Event{Kind: layer.EventRescan, Time: now})
+			rescanned = true
+		}
+	}
+	const metaLen = int(unsafe.Sizeof(unix.FanotifyEventMetadata{}))
+	for len(buf) >= metaLen {
+		m := (*unix.FanotifyEventMetadata)(unsafe.Pointer(&buf[0]))
+		if int(m.Event_len) < metaLen || int(m.Event_len) > len(buf) || m.Vers != unix.FANOTIFY_METADATA_VERSION {
+			w.log.Error("fanotify: malformed event")
+			rescan()
+			return
+		}
+		rec := buf[m.Metadata_len:m.Event_len]
+		buf = buf[m.Event_len:]
+		if m.Fd >= 0 {
+			unix.Close(int(m.Fd))
+		}
+		if m.Mask&unix.FAN_Q_OVERFLOW != 0 {
+			w.log.Warn("fanotify queue overflowed; reporting a rescan")
+			rescan()
+			continue
+		}
+		if m.Pid == w.pid {
+			// The daemon's own change: through the mount, or a
+			// filter's own work.
+			continue
+		}
+		var main, old, new *fid
+		for len(rec) >= 4 {
+			typ, l := rec[0], int(binary.LittleEndian.Uint16(rec[2:4]))
+			if l < 4 || l > len(rec) {
+				break
+			}
+			if f := parseFid(rec[4:l]); f != nil {
+				switch typ {
+				case unix.FAN_EVENT_INFO_TYPE_DFID_NAME, unix.FAN_EVENT_INFO_TYPE_DFID:
+					main = f
+				case unix.FAN_EVENT_INFO_TYPE_OLD_DFID_NAME:
+					old = f
+				case unix.FAN_EVENT_INFO_TYPE_NEW_DFID_NAME:
+					new = f
+				}
+			}
+			rec = rec[l:]
+		}
+		dir := m.Mask&unix.FAN_ONDIR != 0
+		if m.Mask&unix.FAN_RENAME != 0 && old != nil && new != nil {
+			w.rename(old, new, dir, now, rescan)
+		}
+		if main == nil {
+			continue
+		}
+		dp, inside, ok := w.resolve(main.typ, main.handle)
+		if !ok {
+			// Its directory is gone and was never seen: we cannot
+			// say what changed, only where to look again.
+			rescan()
+			continue
+		}
+		if !inside {
+			continue
+		}
+		p := dp
+		if main.name != "." {
+			p = join(dp, main.name)
+		}
+		if m.Mask&unix.FAN_CREATE != 0 {
+			if dir {
+				w.remember(p)
+			}
+			w.emit(layer.Event{Kind: layer.EventCreate, Path: p, Dir: dir, Time: now})
+		}
+		if m.Mask&unix.FAN_MODIFY != 0 {
+			w.emit(layer.Event{Kind: layer.EventModify, Path: p, Dir: dir, Time: now})
+		}
+		if m.Mask&unix.FAN_ATTRIB != 0 {
+			w.emit(layer.Event{Kind: layer.EventAttrib, Path: p, Dir: dir, Time: now})
+		}
+		if m.Mask&unix.FAN_DELETE != 0 {
+			if dir {
+				w.renamed(p, "", true)
+			}
+			w.emit(layer.Event{Kind: layer.EventRemove, Path: p, Dir: dir, Time: now})
+		}
+	}
+}
+
+func (w *fanWatcher) rename(old, new *fid, dir bool, now time.Time, rescan func()) {
+	od, oin, ook := w.resolve(old.typ, old.handle)
+	nd, nin, nok := w.resolve(new.typ, new.handle)
+	if !ook || !nok {
+		rescan()
+		return
+	}
+	op, np := join(od, old.name), join(nd, new.name)
+	switch {
+	case oin && nin:
+		if dir {
+			w.renamed(op, np, false)
+		}
+		w.emit(layer.Event{Kind: layer.EventRename, Path: np, OldPath: op, Dir: dir, Time: now})
+	case oin:
+		if dir {
+			w.renamed(op, "", true)
+		}
+		w.emit(layer.Event{Kind: layer.EventRemove, Path: op, Dir: dir, Time: now})
+	case nin:
+		if dir {
+			w.remember(np)
+		}
+		w.emit(layer.Event{Kind: layer.EventCreate, Path: np, Dir: dir, Time: now})
+	}
+}
+
+// parseFid parses the body of a fanotify_event_info_fid: fsid (8 bytes),
+// struct file_handle (handle_bytes, handle_type, f_handle), and for the
+// *_DFID_NAME kinds a NUL-terminated name.
+func parseFid(b []byte) *fid {
+	if len(b) < 16 {
+		return nil
+	}
+	hb := int(binary.LittleEndian.Uint32(b[8:12]))
+	typ := int32(binary.LittleEndian.Uint32(b[12:16]))
+	if 16+hb > len(b) {
+		return nil
+	}
+	f := &fid{typ: typ, handle: b[16 : 16+hb]}
+	rest := b[16+hb:]
+	if i := indexByte(rest, 0); i >= 0 {
+		rest = rest[:i]
+	}
+	f.name = string(rest)
+	return f
+}
+
+func indexByte(b []byte, c byte) int {
+	for i, x := range b {
+		if x == c {
+			return i
+		}
+	}
+	return -1
+}

@@ -1,0 +1,157 @@
+package notify_test
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vfsfilter/vfsfilter/layer"
+)
+
+// TestInotifyOnMountSeesChangesUnderneath runs the real inotifywait on the
+// mountpoint and changes the backing dir from another process: the replay
+// thread must make the kernel emit the events a local file system would.
+func TestInotifyOnMountSeesChangesUnderneath(t *testing.T) {
+	if _, err := exec.LookPath("inotifywait"); err != nil {
+		t.Skip("inotifywait not installed (.ci/setup-notify.sh installs inotify-tools)")
+	}
+	r := newRig(t, rigOpts{mount: layer.MountOptions{EntryTimeout: 30 * time.Second, AttrTimeout: 30 * time.Second}})
+	sh(t, r.backing, "mkdir d; echo x > d/old")
+	time.Sleep(100 * time.Millisecond)
+	// inotifywait is a separate process; it runs from outside the mount.
+	cmd := exec.Command("inotifywait", "-m", "-r", "--format", "%e %w%f", r.mnt)
+	cmd.Dir = "/"
+	out, err := cmd.StdoutPipe()
+	must(t, err)
+	stderr, err := cmd.StderrPipe()
+	must(t, err)
+	must(t, cmd.Start())
+	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+	// Wait until it watches.
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), "Watches established") {
+			break
+		}
+	}
+	lines := make(chan string, 100)
+	go func() {
+		s := bufio.NewScanner(out)
+		for s.Scan() {
+			lines <- strings.TrimPrefix(s.Text(), "")
+		}
+		close(lines)
+	}()
+	expect := func(want ...string) {
+		t.Helper()
+		deadline := time.After(5 * time.Second)
+		var got []string
+		for i := 0; i < len(want); {
+			select {
+			case l := <-lines:
+				l = strings.Replace(l, r.mnt+"/", "", 1)
+				got = append(got, l)
+				if l == want[i] {
+					i++
+				}
+			case <-deadline:
+				t.Fatalf("inotifywait: want %q (in order), got %q", want, got)
+			}
+		}
+	}
+	sh(t, r.backing, "echo new > d/f")
+	expect("CREATE d/f", "MODIFY d/f")
+	sh(t, r.backing, "chmod 600 d/f")
+	expect("ATTRIB d/f")
+	sh(t, r.backing, "mv d/f d/g")
+	expect("MOVED_FROM d/f", "MOVED_TO d/g")
+	sh(t, r.backing, "rm d/g d/old")
+	expect("DELETE d/g", "DELETE d/old")
+	sh(t, r.backing, "mkdir d/sub")
+	expect("CREATE,ISDIR d/sub")
+	sh(t, r.backing, "rmdir d/sub")
+	expect("DELETE,ISDIR d/sub")
+	// With 30 s timeouts, the mount shows the state underneath at once.
+	if _, err := os.Lstat(r.mnt + "/d/g"); !os.IsNotExist(err) {
+		t.Errorf("d/g after removal underneath: %v", err)
+	}
+	t.Logf("stats %+v", r.n.Stats())
+}
+
+// TestInvalidationWithLongTimeouts: a stat through the mount sees a change
+// made underneath at once although the kernel may cache for 30 s.
+func TestInvalidationWithLongTimeouts(t *testing.T) {
+	for _, replay := range []bool{true, false} {
+		name := "replay"
+		if !replay {
+			name = "noreplay"
+		}
+		t.Run(name, func(t *testing.T) {
+			r := newRig(t, rigOpts{noReplay: !replay, mount: layer.MountOptions{
+				EntryTimeout: 30 * time.Second, AttrTimeout: 30 * time.Second, NegativeTimeout: 30 * time.Second, CacheDirs: true,
+			}})
+			m := r.mnt
+			write(t, m+"/f", "one")
+			if _, err := os.Lstat(m + "/g"); !os.IsNotExist(err) {
+				t.Fatal(err)
+			}
+			ents, _ := os.ReadDir(m)
+			if len(ents) != 1 {
+				t.Fatalf("listing %v", ents)
+			}
+			sh(t, r.backing, "echo twotwo > f; touch g; chmod 700 f")
+			r.rec.wait(t, notifyWant{"attrib", "f", "", "backing"})
+			waitFor(t, func() string {
+				st, err := os.Lstat(m + "/f")
+				if err != nil || st.Size() != 7 || st.Mode().Perm() != 0o700 {
+					return "f not updated"
+				}
+				if b, _ := os.ReadFile(m + "/f"); string(b) != "twotwo\n" {
+					return "f content " + string(b)
+				}
+				if _, err := os.Lstat(m + "/g"); err != nil {
+					return "g: " + err.Error()
+				}
+				if ents, _ := os.ReadDir(m); len(ents) != 2 {
+					return "listing not updated"
+				}
+				return ""
+			})
+			sh(t, r.backing, "rm g; mv f h")
+			r.rec.wait(t, notifyWant{"rename", "h", "f", "backing"})
+			waitFor(t, func() string {
+				if _, err := os.Lstat(m + "/g"); !os.IsNotExist(err) {
+					return "g still there"
+				}
+				if _, err := os.Lstat(m + "/f"); !os.IsNotExist(err) {
+					return "f still there"
+				}
+				if b, err := os.ReadFile(m + "/h"); err != nil || string(b) != "twotwo\n" {
+					return "h wrong"
+				}
+				return ""
+			})
+		})
+	}
+}
+
+// waitFor polls cond for a short while: invalidation runs right after the
+// event is published, on its own goroutine.
+func waitFor(t *testing.T, cond func() string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		msg := cond()
+		if msg == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(msg)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
