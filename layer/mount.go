@@ -93,7 +93,7 @@ func Mount(mountpoint string, stack *Stack, opts MountOptions) (*Server, error) 
 		MaxBackground: 64,
 		Logger:        log.New(slogWriter{logger}, "", 0),
 	}
-	mo.Options = append(mo.Options, opts.Options...)
+	mo.DirectMountFlags, mo.Options = mountFlags(opts.Options)
 	if opts.AllowOther {
 		mo.Options = append(mo.Options, "default_permissions")
 	} else {
@@ -128,6 +128,41 @@ func Mount(mountpoint string, stack *Stack, opts MountOptions) (*Server, error) 
 		return nil, err
 	}
 	return &Server{srv: srv, root: root, stack: stack, mountpoint: mountpoint, readOnly: opts.ReadOnly}, nil
+}
+
+// mountFlags splits mount options into mount(2) flags and the options the
+// kernel takes as data. The access-time options are flags of the mount, not
+// of the file system: given as data, the kernel refuses the mount (EINVAL).
+// The base is what fusermount does: nosuid and nodev unless "suid"/"dev".
+func mountFlags(options []string) (uintptr, []string) {
+	flags := uintptr(syscall.MS_NOSUID | syscall.MS_NODEV)
+	var data []string
+	for _, o := range options {
+		switch o {
+		case "noatime":
+			flags |= syscall.MS_NOATIME
+		case "atime":
+			flags &^= syscall.MS_NOATIME
+		case "nodiratime":
+			flags |= syscall.MS_NODIRATIME
+		case "diratime":
+			flags &^= syscall.MS_NODIRATIME
+		case "relatime":
+			flags |= syscall.MS_RELATIME
+		case "norelatime":
+			flags &^= syscall.MS_RELATIME
+		case "strictatime":
+			flags |= syscall.MS_STRICTATIME
+		case "nostrictatime":
+			flags &^= syscall.MS_STRICTATIME
+		default:
+			// nosuid/suid, nodev/dev, noexec/exec are turned into
+			// flags by go-fuse; ro, sync, dirsync, lazytime the kernel
+			// takes as data.
+			data = append(data, o)
+		}
+	}
+	return flags, data
 }
 
 // Wait blocks until the file system is unmounted.
