@@ -457,9 +457,18 @@ func (n *node) Readdir(ctx context.Context) (fs.DirStream, Errno) {
 	if _, errno := n.do(ctx, op); errno != 0 {
 		return nil, errno
 	}
-	ents := make([]fuse.DirEntry, len(op.Entries))
-	for i, e := range op.Entries {
-		ents[i] = fuse.DirEntry{Name: e.Name, Ino: e.Ino, Mode: e.Mode}
+	// "." and "..", as a local file system lists them. Filters never see
+	// them: they are not entries anyone can hide or rename.
+	ents := make([]fuse.DirEntry, 0, len(op.Entries)+2)
+	parent := n.EmbeddedInode()
+	if _, p := n.Parent(); p != nil {
+		parent = p
+	}
+	ents = append(ents,
+		fuse.DirEntry{Name: ".", Ino: n.StableAttr().Ino, Mode: syscall.S_IFDIR},
+		fuse.DirEntry{Name: "..", Ino: parent.StableAttr().Ino, Mode: syscall.S_IFDIR})
+	for _, e := range op.Entries {
+		ents = append(ents, fuse.DirEntry{Name: e.Name, Ino: e.Ino, Mode: e.Mode})
 	}
 	return fs.NewListDirStream(ents), 0
 }

@@ -5,21 +5,23 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"os"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
 // MountOptions configures a mount.
 type MountOptions struct {
 	// ReadOnly mounts read-only (the kernel refuses writes with EROFS).
 	ReadOnly bool
-	// AllowOther lets other users use the mount; it implies
-	// default_permissions, so the kernel checks permissions from the
-	// attributes we report instead of trusting the daemon (root) to.
+	// AllowOther lets other users use the mount. The kernel always
+	// checks permissions itself (default_permissions, with the backing
+	// files' POSIX ACLs), as it would on a local file system.
 	AllowOther bool
 	// Debug logs every FUSE request and reply.
 	Debug bool
@@ -27,7 +29,8 @@ type MountOptions struct {
 	Options []string
 	// EntryTimeout, AttrTimeout and NegativeTimeout are how long the kernel
 	// may cache names, attributes and failed lookups. Zero means the
-	// defaults (1s, 1s, none). Longer timeouts are faster but only correct
+	// defaults (1s, 1s, none); for "no caching" give 1ns, which the kernel
+	// rounds to one jiffy. Longer timeouts are faster but only correct
 	// when nothing changes the backing dir behind the mount's back.
 	EntryTimeout, AttrTimeout, NegativeTimeout time.Duration
 	// CacheDirs lets the kernel keep directory listings in its page cache
@@ -35,7 +38,8 @@ type MountOptions struct {
 	// Like long timeouts, it is only correct when changes made directly
 	// in the backing dir invalidate the cache.
 	CacheDirs bool
-	// FsName is shown as the source in /proc/mounts.
+	// FsName is shown as the source in /proc/mounts ("vfsfilter" when
+	// empty; the command line passes the backing path).
 	FsName string
 	// Logger receives the daemon's log lines; nil means slog.Default().
 	Logger *slog.Logger
@@ -71,7 +75,8 @@ func Mount(mountpoint string, stack *Stack, opts MountOptions) (*Server, error) 
 		br.attrTTL = time.Second
 	}
 	root := &node{br: br}
-	if errno := stack.Do(InternalCall(context.Background()), &GetattrOp{Path: ""}); errno != 0 {
+	rootAttr := &GetattrOp{Path: ""}
+	if errno := stack.Do(InternalCall(context.Background()), rootAttr); errno != 0 {
 		return nil, fmt.Errorf("stat backing root: %w", errno)
 	}
 
@@ -94,6 +99,16 @@ func Mount(mountpoint string, stack *Stack, opts MountOptions) (*Server, error) 
 		Logger:        log.New(slogWriter{logger}, "", 0),
 	}
 	mo.DirectMountFlags, mo.Options = mountFlags(opts.Options)
+	if opts.ReadOnly {
+		// As a mount flag, so that /proc/mounts says "ro" and the VFS
+		// refuses writes before they reach us.
+		mo.DirectMountFlags |= syscall.MS_RDONLY
+	}
+	if os.Geteuid() == 0 {
+		// Root mounts directly; if mount(2) fails, its error is the one
+		// to report, not that of a fusermount fallback.
+		mo.DirectMountStrict = true
+	}
 	if opts.AllowOther {
 		mo.Options = append(mo.Options, "default_permissions")
 	} else {
@@ -109,9 +124,6 @@ func Mount(mountpoint string, stack *Stack, opts MountOptions) (*Server, error) 
 		// kernel must keep doing it.
 		mo.ExtraCapabilities |= fuse.CAP_HANDLE_KILLPRIV_V2
 	}
-	if opts.ReadOnly {
-		mo.Options = append(mo.Options, "ro")
-	}
 	entry, attr, neg := br.entryTTL, br.attrTTL, br.negTTL
 	fo := &fs.Options{
 		MountOptions:    mo,
@@ -119,9 +131,14 @@ func Mount(mountpoint string, stack *Stack, opts MountOptions) (*Server, error) 
 		AttrTimeout:     &attr,
 		NegativeTimeout: &neg,
 		Logger:          log.New(slogWriter{logger}, "", 0),
+		// The root keeps the backing root's inode number, as every other
+		// entry does.
+		RootStableAttr: &fs.StableAttr{Mode: syscall.S_IFDIR, Ino: rootAttr.Out.Ino},
 	}
 	// Created files get the umask applied once, by the kernel, before the
 	// mode reaches us; the daemon's own umask must not apply a second time.
+	// This changes the umask of the whole process: a program that mounts
+	// in-process and creates files itself must pass the modes it wants.
 	syscall.Umask(0)
 	srv, err := fs.Mount(mountpoint, root, fo)
 	if err != nil {
@@ -168,17 +185,26 @@ func mountFlags(options []string) (uintptr, []string) {
 // Wait blocks until the file system is unmounted.
 func (s *Server) Wait() { s.srv.Wait() }
 
-// Unmount unmounts the file system. It retries for a short while when the
-// mount is busy, then gives up with the error (EBUSY).
+// Unmount unmounts the file system and waits until it stopped serving. It
+// retries for a second while the mount is busy, then returns an error that
+// wraps syscall.EBUSY.
 func (s *Server) Unmount() error {
+	if os.Geteuid() != 0 {
+		// Only fusermount can unmount for an unprivileged daemon.
+		return s.srv.Unmount()
+	}
 	var err error
 	for i := 0; i < 20; i++ {
-		if err = s.srv.Unmount(); err == nil {
+		if err = unix.Unmount(s.mountpoint, 0); err == nil {
+			s.srv.Wait()
 			return nil
+		}
+		if err != unix.EBUSY {
+			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return err
+	return fmt.Errorf("unmount %s: %w", s.mountpoint, err)
 }
 
 // Mountpoint returns where the file system is mounted.

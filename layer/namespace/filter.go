@@ -256,7 +256,18 @@ func (f *Filter) unlink(c *layer.Call, op *layer.UnlinkOp) (layer.Status, layer.
 }
 
 func (f *Filter) rmdir(c *layer.Call, op *layer.RmdirOp) (layer.Status, layer.Errno) {
+	if len(f.m.Injected(op.Path)) > 0 {
+		// Users see the virtual files and binds in it: not empty.
+		return done, layer.Errno(syscall.ENOTEMPTY)
+	}
 	return f.removeAt(c, op, &op.Path)
+}
+
+func join(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
 }
 
 // twoPaths resolves the two paths of a link or rename. Both must be
@@ -369,11 +380,20 @@ func (f *Filter) readdir(c *layer.Call, op *layer.ReaddirOp) (layer.Status, laye
 		return done, layer.Errno(syscall.ENOTDIR)
 	case Bind:
 		sub := &layer.ReaddirOp{Node: op.Node, Path: t.Backing}
-		errno = f.binds[t.Bind].Do(c, sub)
-		op.Entries = sub.Entries
-		// Names inside a bind are not rewritten: rules speak of the
-		// backing tree only.
-		return done, errno
+		if errno = f.binds[t.Bind].Do(c, sub); errno != 0 {
+			return done, errno
+		}
+		// Names inside a bind are not renamed (rename rules speak of
+		// the backing tree), but hide patterns apply, as they do to
+		// lookups there.
+		ents := sub.Entries[:0]
+		for _, e := range sub.Entries {
+			if f.m.Resolve(join(visDir, e.Name)).Kind != Hidden {
+				ents = append(ents, e)
+			}
+		}
+		op.Entries = ents
+		return done, success
 	}
 	sub := &layer.ReaddirOp{Node: op.Node, Path: t.Backing, Entries: op.Entries}
 	if errno = f.att.Below.Do(c, sub); errno != 0 {

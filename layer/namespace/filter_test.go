@@ -120,6 +120,8 @@ func TestRenameVirtualBind(t *testing.T) {
 		r := &namespace.Rules{}
 		require.NoError(t, r.AddRename(namespace.RenameRule{Backing: "docs/README.txt", Visible: "docs/README.md"}))
 		require.NoError(t, r.AddVirtual(namespace.VirtualRule{Path: "VERSION", Content: []byte("1.2.3\n")}))
+		require.NoError(t, r.AddVirtual(namespace.VirtualRule{Path: "d/INFO", Content: []byte("i")}))
+		require.NoError(t, r.AddHide("*.tmp"))
 		require.NoError(t, r.AddBind(namespace.BindRule{Path: "ext", Source: other}))
 		return r
 	}), layer.MountOptions{})
@@ -163,6 +165,10 @@ func TestRenameVirtualBind(t *testing.T) {
 	assert.Equal(t, syscall.EXDEV, errnoOf(os.Link(mnt+"/ext/new", mnt+"/hl")))
 	require.NoError(t, os.Rename(mnt+"/ext/new", mnt+"/ext/renamed"))
 	assert.Equal(t, syscall.EBUSY, errnoOf(os.Remove(mnt+"/ext")))
+	require.NoError(t, os.WriteFile(other+"/junk.tmp", nil, 0644))
+	assert.NotContains(t, names(t, mnt+"/ext"), "junk.tmp", "hide patterns apply inside binds, in listings too")
+	require.NoError(t, os.Mkdir(backing+"/d", 0755))
+	assert.Equal(t, syscall.ENOTEMPTY, errnoOf(syscall.Rmdir(mnt+"/d")), "a directory holding a virtual file is not empty")
 	a, _ := os.Stat(mnt + "/ext/shared.txt")
 	b, _ := os.Stat(mnt + "/docs/README.md")
 	assert.NotEqual(t, a.Sys().(*syscall.Stat_t).Ino, b.Sys().(*syscall.Stat_t).Ino)
