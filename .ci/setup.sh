@@ -7,7 +7,6 @@ need=()
 command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 command -v tar >/dev/null 2>&1 || need+=(tar)
-command -v xattr >/dev/null 2>&1 || true
 
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
@@ -23,4 +22,9 @@ if [ ! -e /dev/fuse ]; then
 	echo "setup: /dev/fuse is missing (load the fuse module: modprobe fuse)" >&2
 	exit 1
 fi
+# Each filter's own needs (kept beside the filter that needs them).
+here=$(dirname "$0")
+for part in "$here"/setup-*.sh; do
+	[ -e "$part" ] && bash "$part"
+done
 go mod download
