@@ -25,6 +25,8 @@ fi
 # Each filter's own needs (kept beside the filter that needs them).
 here=$(dirname "$0")
 for part in "$here"/setup-*.sh; do
-	[ -e "$part" ] && bash "$part"
+	if [ -e "$part" ]; then
+		bash "$part"
+	fi
 done
 go mod download

@@ -125,6 +125,9 @@ func TestNewMountConfig(t *testing.T) {
 		entryTimeout:  5 * time.Second, attrTimeout: time.Second,
 		hide: []string{"*.tmp", "a,b"}, logFormat: "text",
 	}
+	// Fields that other flag groups fill in (the passphrase source) are
+	// tested with them.
+	want.secret = c.secret
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got\n%+v\nwant\n%+v", c, want)
 	}
