@@ -1,6 +1,7 @@
 package notify_test
 
 import (
+	"fmt"
 	"os"
 	"testing"
 )
@@ -62,6 +63,36 @@ func TestEventsUnderneath(t *testing.T) {
 				}
 			}
 			t.Logf("stats %+v", r.n.Stats())
+		})
+	}
+}
+
+// TestPassthroughWriteReportedOnce: a write through the mount goes to the
+// backing file in the kernel (FUSE passthrough), under the writer's pid, so
+// the backing watch sees it too, possibly after the close. It must still be
+// one modify event, from the mount.
+func TestPassthroughWriteReportedOnce(t *testing.T) {
+	for _, w := range []string{"fanotify", "inotify"} {
+		t.Run(w, func(t *testing.T) {
+			r := newRig(t, rigOpts{watcher: w})
+			// Both from another process: fanotify drops the events of
+			// the daemon's own pid, which in this test is ours.
+			sh(t, r.mnt, "for i in $(seq 20); do echo data > f$i; done")
+			// A marker made underneath after the write: once it is seen,
+			// every backing report of the write has been delivered.
+			sh(t, r.backing, "echo m > marker")
+			evs := r.rec.wait(t, notifyWant{event: "create", path: "marker", source: "backing"})
+			modifies := map[string]int{}
+			for _, e := range evs {
+				if e.Event == "modify" {
+					modifies[e.Path]++
+				}
+			}
+			for i := 1; i <= 20; i++ {
+				if n := modifies[fmt.Sprintf("f%d", i)]; n != 1 {
+					t.Errorf("f%d: %d modify events for one write through the mount, want 1:\n%s", i, n, dump(evs))
+				}
+			}
 		})
 	}
 }

@@ -58,6 +58,9 @@ type expectation struct {
 	kinds   uint32 // bit per layer.EventKind
 	oldPath string
 	until   time.Time
+	// writerUntil: a handle open for writing through the mount was closed;
+	// until then modify/attrib reports of the backing watch are its own.
+	writerUntil time.Time
 }
 
 // expectWindow is how long a change made through the mount suppresses the
@@ -516,9 +519,12 @@ func (f *Filter) postRelease(c *layer.Call, op *layer.ReleaseOp, errno layer.Err
 	if f.n.writers[ws.path]--; f.n.writers[ws.path] <= 0 {
 		delete(f.n.writers, ws.path)
 	}
-	// A write in flight when the file was closed is still seen by the
-	// backing watch for a moment.
-	f.n.expectLocked(ws.path, "", time.Now().Add(expectWindow), layer.EventModify, layer.EventAttrib)
+	// The backing watch reports passthrough writes under the writer's
+	// pid, not the daemon's, and may deliver them after the close: for a
+	// moment they are still ours, whatever the watcher.
+	until := time.Now().Add(expectWindow)
+	f.n.expectLocked(ws.path, "", until, layer.EventModify, layer.EventAttrib)
+	f.n.expect[ws.path].writerUntil = until
 	f.n.mu.Unlock()
 	return errno
 }
@@ -590,6 +596,9 @@ func (n *Notifier) seen(ev *layer.Event) bool {
 		// Open for writing through the mount: passthrough writes reach
 		// the backing file under the writer's pid; the close reports
 		// them.
+		return true
+	}
+	if e := n.expect[ev.Path]; e != nil && (ev.Kind == layer.EventModify || ev.Kind == layer.EventAttrib) && time.Now().Before(e.writerUntil) {
 		return true
 	}
 	if !n.src.imprecise() {
