@@ -1,12 +1,16 @@
 package layer_test
 
 import (
+	"errors"
 	"os"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/vfsfilter/vfsfilter/layer"
 	"github.com/vfsfilter/vfsfilter/layer/conformance"
+	"golang.org/x/sys/unix"
 )
 
 func TestPosixPassthrough(t *testing.T) {
@@ -73,4 +77,59 @@ func TestFUSEPassthroughBypassesDaemon(t *testing.T) {
 
 func TestExercisePassthrough(t *testing.T) {
 	conformance.RunExerciser(t, conformance.Passthrough, layer.MountOptions{}, 400)
+}
+
+// TestFullDiskGivesENOSPC: a backing file system that fills up gives the
+// caller ENOSPC, and what was written before stays intact.
+func TestFullDiskGivesENOSPC(t *testing.T) {
+	conformance.RequireFUSE(t)
+	small := t.TempDir()
+	if err := unix.Mount("tmpfs", small, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatalf("mount a small tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(small, unix.MNT_DETACH) })
+	mnt := t.TempDir()
+	st := conformance.Passthrough(t, small)
+	srv, err := layer.Mount(mnt, st, layer.MountOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Unmount() })
+	if err := os.WriteFile(mnt+"/keep", []byte("precious"), 0644); err != nil {
+		t.Fatal(err)
+	}
+	err = os.WriteFile(mnt+"/big", make([]byte, 4<<20), 0644)
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("writing 4 MiB to a 1 MiB file system: %v, want ENOSPC", err)
+	}
+	got, err := os.ReadFile(mnt + "/keep")
+	if err != nil || string(got) != "precious" {
+		t.Fatalf("earlier file after ENOSPC: %q, %v", got, err)
+	}
+}
+
+// TestHostileNames: names with newlines, control characters, backslashes,
+// invalid UTF-8 and 255 bytes round-trip exactly, and nothing escapes.
+func TestHostileNames(t *testing.T) {
+	mnt, backing := conformance.Mount(t, conformance.Passthrough, layer.MountOptions{})
+	names := []string{
+		"new\nline", "tab\there", "back\\slash", "\x01\x7f", "bad\xff\xfeutf8",
+		"-rf", " lead and trail ", "..dots..", strings.Repeat("é", 127) + "x",
+	}
+	for _, n := range names {
+		if err := os.WriteFile(mnt+"/"+n, []byte(n), 0644); err != nil {
+			t.Fatalf("create %q: %v", n, err)
+		}
+		got, err := os.ReadFile(backing + "/" + n)
+		if err != nil || string(got) != n {
+			t.Errorf("%q in backing: %q, %v", n, got, err)
+		}
+	}
+	ents, err := os.ReadDir(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != len(names) {
+		t.Errorf("listing has %d entries, want %d", len(ents), len(names))
+	}
 }
