@@ -57,21 +57,28 @@ func NewStack(log *slog.Logger, filters ...Filter) (*Stack, error) {
 			Below: below{s, i + 1},
 		})
 	}
-	// Attach bottom first, so a filter may use its Below layer while it
-	// attaches (to read its settings, say).
+	// Attach bottom first, and rebuild the chains after each, so a filter
+	// may use its Below layer while it attaches (to recover in-flight work
+	// or read its own files, say): everything below it is complete.
 	for i := len(fs) - 1; i >= 0; i-- {
 		if err := fs[i].Attach(s.atts[i]); err != nil {
 			return nil, fmt.Errorf("attach %s: %w", fs[i].Name(), err)
 		}
+		s.buildChains()
 	}
+	return s, nil
+}
+
+// buildChains lists, per kind of op, the levels that registered for it.
+func (s *Stack) buildChains() {
 	for k := OpKind(0); k < numKinds; k++ {
+		s.chains[k] = s.chains[k][:0]
 		for i, a := range s.atts {
 			if a.pre[k] != nil || a.post[k] != nil {
 				s.chains[k] = append(s.chains[k], i)
 			}
 		}
 	}
-	return s, nil
 }
 
 // Close closes every filter that implements io.Closer, top first, and

@@ -148,3 +148,20 @@ func TestCheckAccess(t *testing.T) {
 	assert.NoError(t, CheckAccess(a, 0, 0, 6))
 	assert.Error(t, CheckAccess(a, 0, 0, 1), "root needs some execute bit")
 }
+
+// belowAtAttach uses its Below layer while it attaches.
+type belowAtAttach struct{ got Errno }
+
+func (b *belowAtAttach) Name() string  { return "early" }
+func (b *belowAtAttach) Altitude() int { return 300 }
+func (b *belowAtAttach) Attach(a *Attachment) error {
+	b.got = a.Below.Do(InternalCall(context.Background()), &LookupOp{})
+	return nil
+}
+
+func TestBelowWorksDuringAttach(t *testing.T) {
+	early := &belowAtAttach{}
+	_, err := NewStack(nil, &traceFilter{name: "bottom", alt: 0, pre: Complete, register: true, log: &[]string{}}, early)
+	require.NoError(t, err)
+	assert.Zero(t, early.got, "the layers below are complete when a filter attaches")
+}
