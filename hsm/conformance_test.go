@@ -21,7 +21,7 @@ import (
 // at random points.
 func hsmStack(migrator bool) conformance.StackFunc {
 	return func(t testing.TB, backing string) *layer.Stack {
-		st, err := NewDirStore(filepath.Join(t.TempDir(), "store"))
+		st, err := CreateDirStore(filepath.Join(t.TempDir(), "store"))
 		require.NoError(t, err)
 		f, err := New(Config{Store: st, Backing: backing, ChunkShift: 16})
 		require.NoError(t, err)

@@ -39,7 +39,7 @@ func crashContent(i int) []byte {
 // stackOver builds passthrough + HSM (running recovery) without a mount:
 // ops sent to it with a non-internal Call behave as users' requests.
 func stackOver(backing, store string) (*layer.Stack, *Filter, error) {
-	st, err := NewDirStore(store)
+	st, err := CreateDirStore(store)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -19,15 +19,28 @@ type DirStore struct {
 	dir string
 }
 
-// NewDirStore returns a store in dir, creating it (0700) if needed.
+// NewDirStore returns the store in dir. It does not create dir: a store
+// directory that has gone (an unmounted disk, a moved directory) is a store
+// that is down, whose stubs fail with EIO until it is back; recreating it
+// empty would hide that. CreateDirStore makes a new one.
 func NewDirStore(dir string) (*DirStore, error) {
 	if !filepath.IsAbs(dir) {
 		return nil, fmt.Errorf("store directory %q is not absolute", dir)
 	}
+	return &DirStore{dir: filepath.Clean(dir)}, nil
+}
+
+// CreateDirStore creates the store directory dir (0700) if needed and
+// returns the store; "vfsfilter init" uses it.
+func CreateDirStore(dir string) (*DirStore, error) {
+	d, err := NewDirStore(dir)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o700); err != nil {
 		return nil, fmt.Errorf("store directory: %w", err)
 	}
-	return &DirStore{dir: filepath.Clean(dir)}, nil
+	return d, nil
 }
 
 // String implements Store.
@@ -74,8 +87,12 @@ func (d *DirStore) Put(ctx context.Context, key string, r io.Reader, size int64)
 	if err := f.Close(); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		return err
+	// The shard directories only: the store's own directory must exist
+	// (see NewDirStore).
+	for _, dir := range []string{filepath.Dir(filepath.Dir(p)), filepath.Dir(p)} {
+		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
 	}
 	if err := os.Rename(tmp, p); err != nil {
 		return err

@@ -42,7 +42,7 @@ func newRig(t *testing.T, o rigOpts) *rig {
 			st = o.store(t)
 		} else {
 			r.storeDir = filepath.Join(t.TempDir(), "store")
-			ds, err := NewDirStore(r.storeDir)
+			ds, err := CreateDirStore(r.storeDir)
 			require.NoError(t, err)
 			st = ds
 		}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -155,7 +156,7 @@ type errReader struct{}
 func (errReader) Read([]byte) (int, error) { return 0, errors.New("source failed") }
 
 func TestDirStore(t *testing.T) {
-	st, err := NewDirStore(filepath.Join(t.TempDir(), "store"))
+	st, err := CreateDirStore(filepath.Join(t.TempDir(), "store"))
 	require.NoError(t, err)
 	testStore(t, st)
 }
@@ -224,4 +225,17 @@ func TestS3Tier(t *testing.T) {
 	assert.ErrorIs(t, err, syscall.EIO)
 	assert.Less(t, time.Since(start), 20*time.Second)
 	assert.Equal(t, "migrated", r.status(t, "small").State)
+}
+
+// TestDirStoreNeverRecreatesItsDirectory: a store directory that vanished
+// is a store that is down; writing must fail rather than start a new,
+// empty store in its place.
+func TestDirStoreNeverRecreatesItsDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	st, err := NewDirStore(dir)
+	require.NoError(t, err)
+	err = st.Put(context.Background(), "abcdef0123", strings.NewReader("x"), 1)
+	require.Error(t, err)
+	_, serr := os.Stat(dir)
+	require.True(t, os.IsNotExist(serr), "the store directory must not be created by a write")
 }

@@ -34,6 +34,13 @@ func init() {
 					return false, usageErrorf("--hsm-store %s lies inside BACKING %s; migrated data must go elsewhere", dir, ic.Backing)
 				}
 			}
+			if dir, ok := strings.CutPrefix(canon, "file://"); ok {
+				// init makes the store; a mount never does (a store
+				// directory that vanished is a store that is down).
+				if _, err := hsm.CreateDirStore(dir); err != nil {
+					return false, err
+				}
+			}
 			st, err := hsm.OpenStore(canon)
 			if err != nil {
 				return false, err
