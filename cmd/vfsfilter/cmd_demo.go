@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"embed"
 	"errors"
 	"fmt"
@@ -9,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"sort"
@@ -17,8 +17,8 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/vfsfilter/vfsfilter/internal/settings"
 	"github.com/vfsfilter/vfsfilter/layer"
-	"github.com/vfsfilter/vfsfilter/layer/namespace"
 )
 
 // demoFiles holds the sample tree (demodata/tree) and the rules the demo
@@ -31,16 +31,32 @@ var cmdDemo = &command{
 	name:  "demo",
 	usage: "demo [flags]",
 	short: "mount a sample tree and show, step by step, what the filters do",
-	long: `Copy a small sample tree into a temporary backing directory, mount it at a
-temporary mountpoint inside this process with a namespace filter (hide
-"*.tmp", show README.txt as README.md, add a read-only VERSION file), and
-show step by step what the stack does: what the backing directory holds and
-what the mount shows, reading and writing through it, and the errors a
-filter returns. Then unmount and remove the temporary directories.
+	long: `Copy a small sample tree, and a 1.5 MiB generated file, into a temporary
+backing directory, mount it at a temporary mountpoint inside this process
+through the stack notify > namespace > hsm > passthrough (as "vfsfilter
+mount" orders them), and show step by step what each filter does:
+
+  namespace  hides "*.tmp", shows README.txt as README.md, adds a read-only
+             VERSION file: the mount next to the backing directory, reading
+             and writing through it, and the errors a filter returns.
+  notify     what "vfsfilter watch" reports for a file written through the
+             mount and for a file saved directly in the backing directory by
+             another program: visible names only, so writing a hidden
+             "*.tmp" underneath is not reported.
+  hsm        migrates two files to a store (a directory in the temporary
+             directory): the mount still shows their sizes and times, the
+             backing files are empty stubs (st_blocks before and after), the
+             store holds the objects, reading a file recalls it byte for
+             byte, and none of the HSM's own work reaches a watch.
+
+Then unmount and remove the temporary directories.
 
 Every step checks its outcome: the demo exits 0 only if the stack behaved as
 described. It needs what "vfsfilter mount" needs (FUSE, and root or
-fusermount3) and no terminal.`,
+fusermount3), sh for the changes made underneath, and no terminal. The HSM
+keeps each file's state in a trusted.* extended attribute, which needs root
+(CAP_SYS_ADMIN): without it the hsm filter is left out and its steps are
+skipped.`,
 	setup: func(fs *pflag.FlagSet) func(*env, []string) error {
 		debug := fs.Bool("debug", false, "log every FUSE request to stderr")
 		return func(e *env, args []string) error {
@@ -52,31 +68,73 @@ fusermount3) and no terminal.`,
 	},
 }
 
-// demo is the state the steps share.
-type demo struct {
-	out     io.Writer
-	backing string // the temporary backing directory
-	mnt     string // the temporary mountpoint
-	rules   []byte // the rules file, as embedded
+// demoParts are the parts of the demo, one per filter, in the order the
+// demo shows them (the stack orders the filters by altitude, whatever the
+// order here). Showing another filter is adding its part here; each part
+// lives in its demo_*.go file.
+var demoParts = []func() *demoPart{
+	namespaceDemo, // demo_namespace.go
+	notifyDemo,    // demo_notify.go
+	hsmDemo,       // demo_hsm.go
+}
+
+// demoPart is what one filter contributes to the demo. Every hook is
+// optional. A hook may return a demoSkip error: the filter cannot run
+// here (say, it needs a privilege the demo lacks); the part is then left
+// out, with the reason printed, and the demo goes on without it.
+type demoPart struct {
+	// name is the filter's name, as the stack lists it.
+	name string
+	// prepare runs once the sample tree is in d.backing, before it is
+	// listed: it may add files to it or make directories in d.tmp.
+	prepare func(d *demo) error
+	// describe prints, in the step that introduces the stack, what the
+	// filter is configured with.
+	describe func(d *demo) error
+	// filters returns the filters the part adds to the stack (built over
+	// d.backing; the stack is not built yet).
+	filters func(d *demo) ([]layer.Filter, error)
+	// serve runs once the mount serves, before the first step.
+	serve func(d *demo, srv *layer.Server) error
+	// steps show and check the filter at work, in order, on the live mount.
+	steps []demoStep
+	// close runs after the last step, before unmounting, even when a step
+	// failed.
+	close func(d *demo)
+
+	skipped string // why the part was left out, or ""
 }
 
 // demoStep is one step of the demo: a title and the code that shows (and
 // checks) one behaviour of the stack. Steps run in order against the live
 // mount; a step returns an error when the stack did not behave as the step
-// says it should. Filters added later (hsm, crypt) add their steps here.
+// says it should.
 type demoStep struct {
 	title string
 	run   func(d *demo) error
 }
 
-var demoSteps = []demoStep{
-	{"What the mount shows", (*demo).stepListing},
-	{"Reading the virtual file VERSION", (*demo).stepReadVirtual},
-	{"Sizes: stat through the mount", (*demo).stepStat},
-	{"A renamed file is the backing file", (*demo).stepWriteRenamed},
-	{"Hidden names cannot be opened", (*demo).stepOpenHidden},
-	{"Hidden names cannot be created", (*demo).stepCreateHidden},
-	{"Virtual files are read-only", (*demo).stepWriteVirtual},
+// demoSkip is returned by a part's prepare or filters hook when the filter
+// cannot be shown on this machine.
+type demoSkip string
+
+func (s demoSkip) Error() string { return string(s) }
+
+// demo is the state the steps share.
+type demo struct {
+	out     io.Writer
+	tmp     string       // the temporary directory that holds everything below
+	backing string       // the temporary backing directory
+	mnt     string       // the temporary mountpoint
+	log     *slog.Logger // the filters' log (discarded unless --debug)
+	stack   *layer.Stack
+	srv     *layer.Server
+	parts   []*demoPart
+	steps   int // steps printed so far
+
+	// watch is the notify part's source of events, for every part's
+	// steps to check what watchers see (nil when notify is left out).
+	watch func() *demoWatch
 }
 
 func runDemo(e *env, debug bool) (err error) {
@@ -88,238 +146,227 @@ func runDemo(e *env, debug bool) (err error) {
 		return err
 	}
 	d := &demo{out: e.stdout}
-	d.rules, err = demoFiles.ReadFile("demodata/rules.toml")
+	for _, mk := range demoParts {
+		d.parts = append(d.parts, mk())
+	}
+	d.tmp, err = os.MkdirTemp("", "vfsfilter-demo-")
 	if err != nil {
 		return err
 	}
-	tmp, err := os.MkdirTemp("", "vfsfilter-demo-")
-	if err != nil {
-		return err
-	}
-	d.backing, d.mnt = filepath.Join(tmp, "backing"), filepath.Join(tmp, "mnt")
+	mounted := false
+	defer func() {
+		if !mounted {
+			os.RemoveAll(d.tmp)
+		}
+	}()
+	d.backing, d.mnt = filepath.Join(d.tmp, "backing"), filepath.Join(d.tmp, "mnt")
 	if err := os.Mkdir(d.mnt, 0o755); err != nil {
-		os.RemoveAll(tmp)
 		return err
 	}
 
-	d.printf("vfsfilter demo: a namespace filter over a sample tree\n")
-	d.step(1, "The backing directory")
+	d.printf("vfsfilter demo: the filters %s over a sample tree\n", d.partNames())
+	d.step("The backing directory")
 	if err := copyTree(demoFiles, "demodata/tree", d.backing); err != nil {
-		os.RemoveAll(tmp)
 		return err
 	}
-	d.printf("Copied the sample tree to %s:\n", d.backing)
+	d.printf("Copied the sample tree to %s.\n", d.backing)
+	if err := d.eachPart(func(p *demoPart) error { return call(p.prepare, d) }); err != nil {
+		return err
+	}
+	d.printf("The backing directory holds:\n")
 	if err := d.listTree(d.backing); err != nil {
-		os.RemoveAll(tmp)
 		return err
 	}
 
-	d.step(2, "The rules")
-	d.printf("The namespace filter gets these rules (the format of --rules FILE):\n")
-	d.printIndented(string(d.rules))
+	d.step("The filters")
+	if err := d.eachPart(func(p *demoPart) error { return call(p.describe, d) }); err != nil {
+		return err
+	}
 
-	d.step(3, "Mounting")
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	d.step("Mounting")
+	d.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	if debug {
-		logger = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		d.log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	stack, err := d.buildStack(logger)
+	d.stack, err = d.buildStack()
 	if err != nil {
-		os.RemoveAll(tmp)
 		return err
 	}
-	defer stack.Close()
 	// A signal must not kill the demo between mounting and unmounting:
 	// that would leave a dead mount behind.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
-	srv, err := layer.Mount(d.mnt, stack, layer.MountOptions{Debug: debug, Logger: logger, FsName: "vfsfilter-demo"})
+	d.srv, err = layer.Mount(d.mnt, d.stack, layer.MountOptions{Debug: debug, Logger: d.log, FsName: "vfsfilter-demo"})
 	if err != nil {
-		os.RemoveAll(tmp)
+		d.stack.Close()
 		return withCode(classifyMountError(err), fmt.Errorf("cannot mount the demo: %w", err))
 	}
-	d.printf("Mounted %s at %s; the stack, top first: %s\n", d.backing, d.mnt, filterNames(stack))
+	mounted = true
+	d.printf("Mounted %s at %s.\nThe stack, top first: %s\n", d.backing, d.mnt, filterNames(d.stack))
+	if p := d.part("notify"); p != nil && p.skipped == "" {
+		d.printf("(notify-source, notify's lower half, watches the backing directory.)\n")
+	}
 	defer func() {
-		if cerr := d.teardown(srv, tmp); err == nil {
+		if cerr := d.teardown(); err == nil {
 			err = cerr
 		}
 	}()
-
-	for i, s := range demoSteps {
-		select {
-		case sig := <-sigs:
-			return fmt.Errorf("interrupted by %v", sig)
-		default:
+	for _, p := range d.parts {
+		if p.skipped == "" && p.serve != nil {
+			if err := p.serve(d, d.srv); err != nil {
+				return fmt.Errorf("%s: %w", p.name, err)
+			}
 		}
-		d.step(4+i, s.title)
-		if err := s.run(d); err != nil {
-			return fmt.Errorf("step %d (%s): %w", 4+i, s.title, err)
+	}
+
+	for _, p := range d.parts {
+		if p.skipped != "" {
+			continue
+		}
+		for _, s := range p.steps {
+			select {
+			case sig := <-sigs:
+				return fmt.Errorf("interrupted by %v", sig)
+			default:
+			}
+			title := p.name + ": " + s.title
+			n := d.step(title)
+			if err := s.run(d); err != nil {
+				return fmt.Errorf("step %d (%s): %w", n, title, err)
+			}
 		}
 	}
 	return nil
 }
 
-func (d *demo) buildStack(logger *slog.Logger) (*layer.Stack, error) {
-	rules, err := namespace.ParseRules(bytes.NewReader(d.rules), "demo rules.toml")
-	if err != nil {
-		return nil, err
+// call runs an optional hook.
+func call(hook func(*demo) error, d *demo) error {
+	if hook == nil {
+		return nil
 	}
-	m, err := rules.Compile(namespace.CompileOptions{})
-	if err != nil {
-		return nil, err
+	return hook(d)
+}
+
+// eachPart runs fn for every part not left out. A demoSkip leaves the
+// part out: its reason is printed and the demo goes on.
+func (d *demo) eachPart(fn func(p *demoPart) error) error {
+	for _, p := range d.parts {
+		if p.skipped != "" {
+			continue
+		}
+		err := fn(p)
+		var skip demoSkip
+		if errors.As(err, &skip) {
+			p.skipped = string(skip)
+			d.printf("%s is left out of the demo, and its steps skipped:\n", p.name)
+			d.printIndented(string(skip))
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", p.name, err)
+		}
 	}
-	ns, err := namespace.New(m)
-	if err != nil {
-		return nil, err
+	return nil
+}
+
+// part returns the part named name, or nil.
+func (d *demo) part(name string) *demoPart {
+	for _, p := range d.parts {
+		if p.name == name {
+			return p
+		}
 	}
+	return nil
+}
+
+func (d *demo) partNames() string {
+	var names []string
+	for _, p := range d.parts {
+		names = append(names, p.name)
+	}
+	return strings.Join(names, ", ")
+}
+
+// buildStack stacks every part's filters on the passthrough to the
+// backing directory; layer.NewStack orders them by altitude.
+func (d *demo) buildStack() (*layer.Stack, error) {
 	pt, err := layer.NewPassthrough(d.backing)
 	if err != nil {
 		return nil, err
 	}
-	stack, err := layer.NewStack(logger, pt, ns)
-	if err != nil {
-		pt.Close()
-		return nil, err
+	filters := []layer.Filter{pt}
+	err = d.eachPart(func(p *demoPart) error {
+		if p.filters == nil {
+			return nil
+		}
+		fs, err := p.filters(d)
+		filters = append(filters, fs...)
+		return err
+	})
+	if err == nil {
+		var stack *layer.Stack
+		if stack, err = layer.NewStack(d.log, filters...); err == nil {
+			return stack, nil
+		}
 	}
-	return stack, nil
+	for _, f := range filters {
+		if c, ok := f.(io.Closer); ok {
+			c.Close()
+		}
+	}
+	return nil, err
 }
 
-// teardown unmounts and removes the temporary directories. It removes them
-// only once the mount is gone: removing through a live mount would go
-// through the filters (and a hidden file would stay behind).
-func (d *demo) teardown(srv *layer.Server, tmp string) error {
-	d.step(4+len(demoSteps), "Unmounting")
-	if err := srv.Unmount(); err != nil {
+// teardown ends the parts' work, unmounts, closes the filters and removes
+// the temporary directories. It removes them only once the mount is gone:
+// removing through a live mount would go through the filters (and a
+// hidden file would stay behind).
+func (d *demo) teardown() error {
+	for _, p := range d.parts {
+		if p.skipped == "" && p.close != nil {
+			p.close(d)
+		}
+	}
+	d.step("Unmounting")
+	if err := d.srv.Unmount(); err != nil {
 		if _, lerr := unmountFUSE(d.mnt, true); lerr != nil {
-			return fmt.Errorf("cannot unmount %s: %v; lazy unmount failed too: %v (the temporary files stay in %s)", d.mnt, err, lerr, tmp)
+			return fmt.Errorf("cannot unmount %s: %v; lazy unmount failed too: %v (the temporary files stay in %s)", d.mnt, err, lerr, d.tmp)
 		}
 		d.printf("%s was busy; detached it lazily\n", d.mnt)
 	} else {
-		srv.Wait()
+		d.srv.Wait()
 	}
+	// The filters' goroutines (the backing watch, recalls) stop before
+	// their files go.
+	d.stack.Close()
 	if mounts, err := readMounts(); err == nil {
 		if _, ok := mountAt(mounts, d.mnt); ok {
-			return fmt.Errorf("%s is still mounted; the temporary files stay in %s", d.mnt, tmp)
+			return fmt.Errorf("%s is still mounted; the temporary files stay in %s", d.mnt, d.tmp)
 		}
 	}
-	if err := os.RemoveAll(tmp); err != nil {
+	if err := os.RemoveAll(d.tmp); err != nil {
 		return err
 	}
-	d.printf("Unmounted %s and removed %s.\n", d.mnt, tmp)
+	d.printf("Unmounted %s and removed %s.\n", d.mnt, d.tmp)
 	return nil
 }
 
-func (d *demo) stepListing() error {
-	d.printf("The mount %s shows:\n", d.mnt)
-	if err := d.listTree(d.mnt); err != nil {
-		return err
+// underneath runs script with sh, as another program working directly in
+// the backing directory would: in its own process, so that the backing
+// watch sees a change that is not the daemon's own. The script refers to
+// its arguments as "$1", "$2"...; the command is printed with them
+// substituted.
+func (d *demo) underneath(script string, args ...string) error {
+	shown := script
+	for i, a := range args {
+		shown = strings.ReplaceAll(shown, fmt.Sprintf(`"$%d"`, i+1), a)
 	}
-	d.printf("cache.tmp and src/hello.o.tmp are hidden, README.txt is shown as README.md,\nand VERSION exists only in the mount.\n")
-	for _, p := range []string{"cache.tmp", "src/hello.o.tmp", "README.txt"} {
-		if _, err := os.Lstat(filepath.Join(d.mnt, p)); !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("%s: want ENOENT, got %v", p, err)
-		}
-	}
-	return nil
-}
-
-func (d *demo) stepReadVirtual() error {
-	b, err := os.ReadFile(filepath.Join(d.mnt, "VERSION"))
-	if err != nil {
-		return err
-	}
-	d.printf("$ cat %s\n", filepath.Join(d.mnt, "VERSION"))
-	d.printIndented(string(b))
-	if want := "vfsfilter demo 1.0\n"; string(b) != want {
-		return fmt.Errorf("VERSION holds %q, want %q", b, want)
-	}
-	d.printf("The namespace filter answered the open and the read itself; nothing below it ran.\n")
-	return nil
-}
-
-func (d *demo) stepStat() error {
-	for _, p := range [][2]string{{"VERSION", ""}, {"README.md", "README.txt"}} {
-		st, err := os.Stat(filepath.Join(d.mnt, p[0]))
-		if err != nil {
-			return err
-		}
-		want := int64(len("vfsfilter demo 1.0\n"))
-		what := "the length of its content"
-		if p[1] != "" {
-			bst, err := os.Stat(filepath.Join(d.backing, p[1]))
-			if err != nil {
-				return err
-			}
-			want, what = bst.Size(), "the size of the backing "+p[1]
-		}
-		d.printf("%-10s %3d bytes, mode %v: %s\n", p[0], st.Size(), st.Mode(), what)
-		if st.Size() != want {
-			return fmt.Errorf("%s: size %d, want %d", p[0], st.Size(), want)
-		}
-	}
-	return nil
-}
-
-func (d *demo) stepWriteRenamed() error {
-	f, err := os.OpenFile(filepath.Join(d.mnt, "README.md"), os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		return err
-	}
-	const line = "This line was appended through the mount, to README.md.\n"
-	_, err = f.WriteString(line)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	b, err := os.ReadFile(filepath.Join(d.backing, "README.txt"))
-	if err != nil {
-		return err
-	}
-	d.printf("Appended a line to README.md in the mount; the backing README.txt now reads:\n")
-	d.printIndented(string(b))
-	if !strings.HasSuffix(string(b), line) {
-		return fmt.Errorf("the backing README.txt does not end with the appended line")
-	}
-	return nil
-}
-
-func (d *demo) stepOpenHidden() error {
-	p := filepath.Join(d.mnt, "cache.tmp")
-	_, err := os.ReadFile(p)
-	d.printf("$ cat %s\n    %v\n", p, errnoOf(err))
-	if !errors.Is(err, syscall.ENOENT) {
-		return fmt.Errorf("want ENOENT, got %v", err)
-	}
-	d.printf("The file is still in the backing directory; the filter answers as if it were not.\n")
-	return nil
-}
-
-func (d *demo) stepCreateHidden() error {
-	p := filepath.Join(d.mnt, "new.tmp")
-	err := os.WriteFile(p, []byte("x"), 0o644)
-	d.printf("$ echo x > %s\n    %v\n", p, errnoOf(err))
-	if !errors.Is(err, syscall.EPERM) {
-		return fmt.Errorf("want EPERM, got %v", err)
-	}
-	if _, err := os.Lstat(filepath.Join(d.backing, "new.tmp")); !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("new.tmp appeared in the backing directory (%v)", err)
-	}
-	d.printf("The create never reached the backing directory: a hidden name must not be\ncreated where nobody could see it again.\n")
-	return nil
-}
-
-func (d *demo) stepWriteVirtual() error {
-	p := filepath.Join(d.mnt, "VERSION")
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err == nil {
-		f.Close()
-	}
-	d.printf("$ echo 2.0 > %s\n    %v\n", p, errnoOf(err))
-	if !errors.Is(err, syscall.EROFS) {
-		return fmt.Errorf("want EROFS, got %v", err)
+	d.printf("$ %s\n", shown)
+	cmd := exec.Command("sh", append([]string{"-c", script, "sh"}, args...)...)
+	cmd.Dir = d.backing
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("sh -c %q: %v %s", script, err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }
@@ -352,7 +399,9 @@ func errnoName(en syscall.Errno) string {
 	return fmt.Sprintf("errno %d", int(en))
 }
 
-// listTree prints every entry under root, sorted, with sizes.
+// listTree prints every entry under root, sorted, with sizes; the stack's
+// settings directory (.vfsfilter, where the HSM keeps its journal) is left
+// out.
 func (d *demo) listTree(root string) error {
 	var lines []string
 	err := filepath.WalkDir(root, func(p string, de fs.DirEntry, err error) error {
@@ -364,6 +413,9 @@ func (d *demo) listTree(root string) error {
 		}
 		rel, _ := filepath.Rel(root, p)
 		if de.IsDir() {
+			if rel == settings.Dir {
+				return filepath.SkipDir
+			}
 			lines = append(lines, fmt.Sprintf("    %-18s", rel+"/"))
 			return nil
 		}
@@ -371,7 +423,7 @@ func (d *demo) listTree(root string) error {
 		if err != nil {
 			return err
 		}
-		lines = append(lines, fmt.Sprintf("    %-18s %3d bytes", rel, info.Size()))
+		lines = append(lines, fmt.Sprintf("    %-18s %7d bytes", rel, info.Size()))
 		return nil
 	})
 	if err != nil {
@@ -403,8 +455,11 @@ func copyTree(fsys fs.FS, dir, dst string) error {
 	})
 }
 
-func (d *demo) step(n int, title string) {
-	d.printf("\nStep %d. %s\n", n, title)
+// step starts the next step and returns its number.
+func (d *demo) step(title string) int {
+	d.steps++
+	d.printf("\nStep %d. %s\n", d.steps, title)
+	return d.steps
 }
 
 func (d *demo) printf(format string, args ...any) {
