@@ -345,6 +345,12 @@ func (f *Filter) ctlStatus(ctx context.Context, top layer.Layer, req *Request, s
 			var fs FileStatus
 			if fs, err = f.Status(fd); err == nil {
 				fs.Path = p
+				// The size users see is what the top of the stack
+				// says: a filter above (crypt) may translate it.
+				lk := &layer.LookupOp{Path: p}
+				if p != "" && top.Do(layer.InternalCall(ctx), lk) == 0 {
+					fs.Size = int64(lk.Out.Size)
+				}
 				return send(Message{Type: "file", Path: p, Status: &fs})
 			}
 		}

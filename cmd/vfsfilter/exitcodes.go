@@ -42,6 +42,11 @@ const (
 	// ExitRules: the rules file cannot be read or parsed, or a --hide
 	// pattern or rule is invalid.
 	ExitRules ExitCode = 7
+	// ExitPassword: the passphrase does not unlock the encrypted BACKING
+	// (it is wrong, or the settings' crypt section was changed). Mount
+	// refuses before mounting anything; "crypt passwd" and "crypt fsck"
+	// refuse too.
+	ExitPassword ExitCode = 8
 )
 
 // exitCodeTable documents the codes in the order they are listed.
@@ -57,6 +62,7 @@ var exitCodeTable = []struct {
 	{ExitNoFUSE, "no FUSE support: /dev/fuse missing or unusable"},
 	{ExitPrivilege, "not enough privilege to mount or unmount"},
 	{ExitRules, "bad rules file or --hide pattern"},
+	{ExitPassword, "wrong passphrase for an encrypted BACKING"},
 }
 
 // exitCodeHelp renders exitCodeTable for the help text.

@@ -66,7 +66,7 @@ func TestExitCodeTable(t *testing.T) {
 			t.Errorf("exitCodeTable[%d] is code %d", i, e.Code)
 		}
 	}
-	if last := exitCodeTable[len(exitCodeTable)-1].Code; last != ExitRules {
+	if last := exitCodeTable[len(exitCodeTable)-1].Code; last != ExitPassword {
 		t.Errorf("the table ends at %d; a new code must be added to it", last)
 	}
 	help := exitCodeHelp()

@@ -13,11 +13,6 @@ import (
 	"golang.org/x/term"
 )
 
-// ExitPassword: the passphrase does not unlock the encrypted BACKING (it
-// is wrong, or the settings' crypt section was changed). Mount refuses
-// before mounting anything; "crypt passwd" and "crypt fsck" refuse too.
-const ExitPassword ExitCode = 8
-
 // secretFlags are the ways a user gives a passphrase: a file, a command,
 // or (neither given) the terminal. The passphrase never travels in argv:
 // --passfile names a file and --extpass a command that prints it.

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/vfsfilter/vfsfilter/crypt"
+	"github.com/vfsfilter/vfsfilter/internal/settings"
+	"github.com/vfsfilter/vfsfilter/layer"
+)
+
+func init() { registerFilter(buildCrypt) }
+
+// buildCrypt adds the crypt filter when BACKING's settings have a crypt
+// section. Everything that can be wrong is found here, before mounting:
+// a damaged section (ExitBacking), a wrong passphrase (ExitPassword).
+func buildCrypt(sc *stackContext) (layer.Filter, error) {
+	if sc.Settings == nil || !sc.Settings.Has(crypt.SectionName) {
+		return nil, nil
+	}
+	cfg, err := loadCryptConfig(sc.Settings, sc.Backing)
+	if err != nil {
+		return nil, err
+	}
+	if sc.Secret == nil {
+		return nil, errors.New("this build cannot ask for a passphrase")
+	}
+	pass, err := sc.Secret("Password: ")
+	if err != nil {
+		return nil, err
+	}
+	keys, err := unlock(cfg, pass, sc.Backing)
+	clear(pass)
+	if err != nil {
+		return nil, err
+	}
+	defer keys.Wipe()
+	return crypt.New(keys, crypt.Options{})
+}
+
+// loadCryptConfig reads and checks the crypt section.
+func loadCryptConfig(s *settings.Settings, backing string) (*crypt.Config, error) {
+	var cfg crypt.Config
+	if _, err := s.Section(crypt.SectionName, &cfg); err != nil {
+		return nil, withCode(ExitBacking, fmt.Errorf("%s: %w", settings.Path(backing), err))
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, withCode(ExitBacking, fmt.Errorf("%s: %w", settings.Path(backing), err))
+	}
+	return &cfg, nil
+}
+
+// unlock unwraps the master key; a wrong passphrase exits with
+// ExitPassword.
+func unlock(cfg *crypt.Config, pass []byte, backing string) (*crypt.Keys, error) {
+	keys, err := cfg.Unlock(pass)
+	if errors.Is(err, crypt.ErrWrongPassword) {
+		return nil, withCode(ExitPassword, fmt.Errorf("cannot unlock %s: %w", backing, err))
+	}
+	if err != nil {
+		return nil, withCode(ExitBacking, fmt.Errorf("cannot unlock %s: %w", backing, err))
+	}
+	return keys, nil
+}

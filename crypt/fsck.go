@@ -1,0 +1,230 @@
+package crypt
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// Problem is one piece of damage Fsck found.
+type Problem struct {
+	// Path is the ciphertext path below the backing directory, with the
+	// plaintext path in Plain when the names up to it decrypt.
+	Path, Plain string
+	// Block is the damaged block of a file's contents, or -1.
+	Block int64
+	// What says what is wrong.
+	What string
+}
+
+func (p Problem) String() string {
+	where := p.Path
+	if where == "" {
+		where = "."
+	}
+	if p.Plain != "" {
+		where = fmt.Sprintf("%s (%s)", p.Plain, p.Path)
+	}
+	if p.Block >= 0 {
+		return fmt.Sprintf("%s: block %d: %s", where, p.Block, p.What)
+	}
+	return fmt.Sprintf("%s: %s", where, p.What)
+}
+
+// FsckStats counts what Fsck checked.
+type FsckStats struct {
+	Dirs, Files, Symlinks, Blocks, Problems int
+}
+
+// Fsck checks the encrypted tree in backing (not mounted, or mounted but
+// idle) with keys: every directory has an IV, every name decrypts, every
+// long name's side file matches, every symlink target decrypts, every
+// file's header parses and every block authenticates. It calls report for
+// each problem and returns what it checked. The error is for a tree it
+// cannot walk at all.
+func Fsck(backing string, keys *Keys, report func(Problem)) (FsckStats, error) {
+	content, err := keys.Content()
+	if err != nil {
+		return FsckStats{}, err
+	}
+	names, err := keys.Names()
+	if err != nil {
+		return FsckStats{}, err
+	}
+	k := &fsck{root: backing, content: content, names: names, report: report}
+	err = k.dir("", "")
+	return k.stats, err
+}
+
+type fsck struct {
+	root    string
+	content *Content
+	names   *Names
+	report  func(Problem)
+	stats   FsckStats
+}
+
+func (k *fsck) problem(cpath, plain string, block int64, what string) {
+	k.stats.Problems++
+	k.report(Problem{Path: cpath, Plain: plain, Block: block, What: what})
+}
+
+func (k *fsck) dir(cdir, pdir string) error {
+	k.stats.Dirs++
+	full := filepath.Join(k.root, cdir)
+	iv, err := os.ReadFile(filepath.Join(full, DirIVFile))
+	if errors.Is(err, os.ErrNotExist) && cdir == "" {
+		// A new tree gets its root IV on first mount.
+		if ents, _ := os.ReadDir(full); len(ents) <= 1 {
+			return nil
+		}
+	}
+	if err != nil || len(iv) != DirIVLen {
+		k.problem(cdir, pdir, -1, fmt.Sprintf("directory IV file missing or damaged (%v); no entry of this directory can be decrypted", err))
+		return nil
+	}
+	ents, err := os.ReadDir(full)
+	if err != nil {
+		if cdir == "" {
+			return err
+		}
+		k.problem(cdir, pdir, -1, fmt.Sprintf("cannot list: %v", err))
+		return nil
+	}
+	present := map[string]bool{}
+	for _, e := range ents {
+		present[e.Name()] = true
+	}
+	for _, e := range ents {
+		name := e.Name()
+		cpath := join(cdir, name)
+		if Reserved(name, cdir == "") {
+			if IsLongSide(name) && !present[name[:len(name)-len(LongSuffix)]] {
+				k.problem(cpath, "", -1, "long-name side file without its entry (harmless; may be removed)")
+			}
+			continue
+		}
+		enc := name
+		if IsLong(name) {
+			data, err := os.ReadFile(filepath.Join(k.root, join(cdir, LongSideFile(name))))
+			if err != nil {
+				k.problem(cpath, "", -1, fmt.Sprintf("long name without its side file: %v", err))
+				continue
+			}
+			if err := CheckLong(name, string(data)); err != nil {
+				k.problem(cpath, "", -1, err.Error())
+				continue
+			}
+			enc = string(data)
+		}
+		plainName, err := k.names.Decrypt(enc, iv)
+		if err != nil {
+			k.problem(cpath, "", -1, "name does not decrypt (not made with this key, or damaged); hidden from the mount")
+			continue
+		}
+		plain := join(pdir, plainName)
+		switch t := e.Type(); {
+		case t.IsDir():
+			if err := k.dir(cpath, plain); err != nil {
+				return err
+			}
+		case t&os.ModeSymlink != 0:
+			k.stats.Symlinks++
+			target, err := os.Readlink(filepath.Join(k.root, cpath))
+			if err == nil {
+				_, err = k.content.DecryptLink(target)
+			}
+			if err != nil {
+				k.problem(cpath, plain, -1, "symlink target does not decrypt")
+			}
+		case t.IsRegular():
+			k.stats.Files++
+			k.file(cpath, plain)
+		}
+	}
+	return nil
+}
+
+// file checks a file's header and every block, reading 256 blocks at a
+// time.
+func (k *fsck) file(cpath, plain string) {
+	f, err := os.Open(filepath.Join(k.root, cpath))
+	if err != nil {
+		k.problem(cpath, plain, -1, fmt.Sprintf("cannot open: %v", err))
+		return
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		k.problem(cpath, plain, -1, err.Error())
+		return
+	}
+	size := uint64(st.Size())
+	if size == 0 {
+		return
+	}
+	if _, ok := k.content.PlainSize(size); !ok {
+		k.problem(cpath, plain, -1, fmt.Sprintf("ciphertext size %d is no plaintext's: the end of the file is torn", size))
+	}
+	hdr := make([]byte, HeaderLen)
+	if _, err := io.ReadFull(f, hdr); err != nil {
+		k.problem(cpath, plain, -1, "file header is damaged (short)")
+		return
+	}
+	id, err := ParseHeader(hdr)
+	if err != nil {
+		k.problem(cpath, plain, -1, err.Error())
+		return
+	}
+	cbs := k.content.CipherBlockSize()
+	buf := make([]byte, 256*cbs)
+	for b := uint64(0); ; {
+		n, err := f.ReadAt(buf, int64(k.content.BlockOff(b)))
+		ct := buf[:n]
+		for len(ct) > 0 {
+			blk := ct[:min(uint64(len(ct)), cbs)]
+			ct = ct[len(blk):]
+			k.stats.Blocks++
+			if _, derr := k.content.DecryptBlock(nil, blk, b, &id); derr != nil {
+				var be *BlockError
+				if errors.As(derr, &be) {
+					k.problem(cpath, plain, int64(b), "failed authentication")
+				}
+			}
+			b++
+		}
+		if err != nil || n < len(buf) {
+			return
+		}
+	}
+}
+
+// IsLongSide reports whether stored is a long name's side file.
+func IsLongSide(stored string) bool {
+	return len(stored) > len(LongPrefix)+len(LongSuffix) && stored[:len(LongPrefix)] == LongPrefix && stored[len(stored)-len(LongSuffix):] == LongSuffix
+}
+
+// NewRoot gives the new encrypted tree at backing its root directory IV.
+// (A mount would make one too, on first use; making it here means a fresh
+// tree passes fsck.)
+func NewRoot(backing string) error {
+	iv, err := NewDirIV()
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(filepath.Join(backing, DirIVFile), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o440)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(iv); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

@@ -1,0 +1,887 @@
+package crypt
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/vfsfilter/vfsfilter/layer"
+	"golang.org/x/sys/unix"
+)
+
+// fileState is what crypt keeps per file (per inode below) while it is
+// open: the block lock and the file id read from the header.
+//
+// It is keyed by inode number rather than stored in the layer's node
+// context because Create has no node yet when its callbacks run, and every
+// handle of one file, hard links included, must share one lock.
+type fileState struct {
+	// mu is the block lock: writers (write, truncate, fallocate) take it
+	// exclusively, since a write of part of a block reads, changes and
+	// rewrites the whole block; readers share it.
+	mu   sync.RWMutex
+	ino  uint64
+	refs int // guarded by Filter.filesMu
+
+	idMu sync.Mutex
+	id   FileID
+	idOK bool
+
+	// lastBad is the last damaged block logged (+1; 0 is none), so that
+	// the kernel's retries of one bad page give one log line.
+	lastBad atomic.Uint64
+}
+
+// openFile is crypt's context on a Handle of a regular file.
+type openFile struct {
+	st   *fileState
+	path string // plaintext path at open, for log lines
+}
+
+func (f *Filter) acquire(ino uint64) *fileState {
+	f.filesMu.Lock()
+	defer f.filesMu.Unlock()
+	st := f.files[ino]
+	if st == nil {
+		st = &fileState{ino: ino}
+		f.files[ino] = st
+	}
+	st.refs++
+	return st
+}
+
+func (f *Filter) release(st *fileState) {
+	f.filesMu.Lock()
+	defer f.filesMu.Unlock()
+	if st.refs--; st.refs == 0 {
+		delete(f.files, st.ino)
+	}
+}
+
+func (f *Filter) openFile(h *layer.Handle) *openFile {
+	if h == nil {
+		return nil
+	}
+	of, _ := f.att.HandleContext(h).(*openFile)
+	return of
+}
+
+func (st *fileState) setID(id FileID) {
+	st.idMu.Lock()
+	st.id, st.idOK = id, true
+	st.idMu.Unlock()
+}
+
+func (st *fileState) forgetID() {
+	st.idMu.Lock()
+	st.idOK = false
+	st.idMu.Unlock()
+}
+
+// backingFlags are the flags a file is opened with below. crypt reads
+// partial blocks to rewrite them, so write-only becomes read-write; it
+// chooses every ciphertext offset itself, so O_APPEND (which would make the
+// backing pwrite ignore the offset) is dropped: the kernel already sends an
+// O_APPEND write at the end of the file. O_DIRECT is dropped because
+// ciphertext offsets are not aligned.
+func backingFlags(flags uint32) uint32 {
+	flags &^= syscall.O_APPEND | syscall.O_DIRECT
+	if flags&syscall.O_ACCMODE == syscall.O_WRONLY {
+		flags = flags&^syscall.O_ACCMODE | syscall.O_RDWR
+	}
+	return flags
+}
+
+// adopt makes h crypt's: the kernel must send its I/O to the daemon (no
+// passthrough) and may keep its page cache across opens, which is correct
+// because every change to the plaintext passes through this mount (changes
+// made below it change mtime and size, which invalidate the cache, see
+// doc.go).
+func (f *Filter) adopt(h *layer.Handle, ino uint64, path string) {
+	h.Passthrough = false
+	h.KeepCache = true
+	f.att.SetHandleContext(h, &openFile{st: f.acquire(ino), path: path})
+}
+
+func (f *Filter) open(c *layer.Call, op *layer.OpenOp) (layer.Status, layer.Errno) {
+	e, errno := f.path(c, op.Path)
+	if errno != 0 {
+		return done, errno
+	}
+	op.Path = e.cpath
+	if op.Flags&syscall.O_DIRECTORY != 0 {
+		return pass, 0
+	}
+	op.Flags = backingFlags(op.Flags)
+	c.Context = withPlain(c.Context, e.plain)
+	return cont, 0
+}
+
+func (f *Filter) postOpen(c *layer.Call, op *layer.OpenOp, errno layer.Errno) layer.Errno {
+	if errno != 0 || op.Handle == nil {
+		return errno
+	}
+	ga := &layer.GetattrOp{Path: op.Path, Handle: op.Handle}
+	if errno := f.att.Below.Do(layer.InternalCall(c.Context), ga); errno != 0 {
+		f.att.Below.Do(layer.InternalCall(c.Context), &layer.ReleaseOp{Handle: op.Handle})
+		return errno
+	}
+	if ga.Out.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		return 0
+	}
+	f.adopt(op.Handle, ga.Out.Ino, plainOf(c.Context))
+	if op.Flags&syscall.O_TRUNC != 0 {
+		f.openFile(op.Handle).st.forgetID()
+	}
+	return 0
+}
+
+func (f *Filter) create(c *layer.Call, op *layer.CreateOp) (layer.Status, layer.Errno) {
+	e, errno := f.path(c, op.Path)
+	if errno != 0 {
+		return done, errno
+	}
+	undo, errno := f.writeSide(c, &e)
+	if errno != 0 {
+		return done, errno
+	}
+	sub := *op
+	sub.Path = e.cpath
+	sub.Flags = backingFlags(op.Flags)
+	if errno := f.att.Below.Do(c, &sub); errno != 0 {
+		undo()
+		return done, errno
+	}
+	op.Out, op.Handle = sub.Out, sub.Handle
+	f.adopt(op.Handle, op.Out.Ino, op.Path)
+	if op.Flags&syscall.O_TRUNC != 0 {
+		f.openFile(op.Handle).st.forgetID()
+	}
+	f.fixAttr(&op.Out)
+	return done, 0
+}
+
+// postCreate is registered for symmetry with Open; create completes.
+func (f *Filter) postCreate(c *layer.Call, op *layer.CreateOp, errno layer.Errno) layer.Errno {
+	return errno
+}
+
+func (f *Filter) tmpfile(c *layer.Call, op *layer.TmpfileOp) (layer.Status, layer.Errno) {
+	d, errno := f.dir(c, op.Path)
+	if errno != 0 {
+		return done, errno
+	}
+	op.Path = d.cpath
+	op.Flags = backingFlags(op.Flags)
+	return cont, 0
+}
+
+func (f *Filter) postTmpfile(c *layer.Call, op *layer.TmpfileOp, errno layer.Errno) layer.Errno {
+	if errno == 0 {
+		f.adopt(op.Handle, op.Out.Ino, "(O_TMPFILE)")
+		f.fixAttr(&op.Out)
+	}
+	return errno
+}
+
+func (f *Filter) postRelease(c *layer.Call, op *layer.ReleaseOp, errno layer.Errno) layer.Errno {
+	if of := f.openFile(op.Handle); of != nil {
+		f.att.SetHandleContext(op.Handle, nil)
+		f.release(of.st)
+	}
+	return errno
+}
+
+// ioBufSize holds the ciphertext of the largest request the kernel sends
+// (1 MiB, the mount's max_write and read-ahead) plus a header and a block
+// on either side.
+func (f *Filter) ioBufSize() int {
+	return HeaderLen + int((1<<20/f.content.bs+2)*f.content.cbs)
+}
+
+// buf returns a buffer of n bytes from the pool (or a new one for larger
+// requests) and the function that gives it back.
+func (f *Filter) buf(n int) ([]byte, func()) {
+	size := f.ioBufSize()
+	if n > size {
+		return make([]byte, n), func() {}
+	}
+	p, _ := f.bufs.Get().(*[]byte)
+	if p == nil {
+		b := make([]byte, size)
+		p = &b
+	}
+	return (*p)[:n], func() { f.bufs.Put(p) }
+}
+
+// cipherSize is the size of the open file below (fstat on its handle).
+func (f *Filter) cipherSize(c *layer.Call, h *layer.Handle) (uint64, layer.Errno) {
+	ga := &layer.GetattrOp{Path: DirIVFile + "/gone", Handle: h}
+	errno := f.att.Below.Do(layer.InternalCall(c.Context), ga)
+	return ga.Out.Size, errno
+}
+
+// readBelow reads up to len(dst) bytes of ciphertext at off.
+func (f *Filter) readBelow(c *layer.Call, h *layer.Handle, dst []byte, off uint64) ([]byte, layer.Errno) {
+	rd := &layer.ReadOp{Handle: h, Off: int64(off), Dest: dst}
+	if errno := f.att.Below.Do(c, rd); errno != 0 {
+		return nil, errno
+	}
+	if rd.Out == nil {
+		return nil, 0
+	}
+	b, st := rd.Out.Bytes(dst)
+	if !st.Ok() {
+		return nil, layer.Errno(st)
+	}
+	return b, 0
+}
+
+// writeBelow writes all of data at off.
+func (f *Filter) writeBelow(c *layer.Call, h *layer.Handle, data []byte, off uint64, kill bool) layer.Errno {
+	w := &layer.WriteOp{Handle: h, Off: int64(off), Data: data, KillSuidgid: kill}
+	if errno := f.att.Below.Do(c, w); errno != 0 {
+		return errno
+	}
+	if int(w.Written) != len(data) {
+		// A short write below (disk full) would leave a torn block.
+		return syscall.ENOSPC
+	}
+	return 0
+}
+
+// fileID returns the file's id, reading the header once per open file.
+func (f *Filter) fileID(c *layer.Call, h *layer.Handle, of *openFile) (FileID, layer.Errno) {
+	st := of.st
+	st.idMu.Lock()
+	defer st.idMu.Unlock()
+	if st.idOK {
+		return st.id, 0
+	}
+	var hdr [HeaderLen]byte
+	b, errno := f.readBelow(c, h, hdr[:], 0)
+	if errno != 0 {
+		return FileID{}, errno
+	}
+	id, err := ParseHeader(b)
+	if err != nil {
+		f.log.Error("file header is damaged", "file", of.path, "error", err)
+		return FileID{}, syscall.EIO
+	}
+	st.id, st.idOK = id, true
+	return id, 0
+}
+
+// damaged logs a block that failed authentication, once per block in a
+// row, and returns EIO.
+func (f *Filter) damaged(of *openFile, err error) layer.Errno {
+	var be *BlockError
+	if errors.As(err, &be) {
+		if of.st.lastBad.Swap(be.Block+1) != be.Block+1 {
+			f.log.Error("block failed authentication", "file", of.path, "block", be.Block, "offset", be.Block*f.content.bs)
+		}
+	} else {
+		f.log.Error("cannot decrypt", "file", of.path, "error", err)
+	}
+	return syscall.EIO
+}
+
+func (f *Filter) read(c *layer.Call, op *layer.ReadOp) (layer.Status, layer.Errno) {
+	of := f.openFile(op.Handle)
+	if of == nil {
+		return pass, 0
+	}
+	of.st.mu.RLock()
+	n, errno := f.readAt(c, op.Handle, of, op.Dest, uint64(op.Off))
+	of.st.mu.RUnlock()
+	if errno != 0 {
+		return done, errno
+	}
+	op.Out = fuse.ReadResultData(op.Dest[:n])
+	return done, 0
+}
+
+// readAt reads the plaintext at off into dst with one read below: the
+// blocks that cover the range (and the header, when the range starts in
+// block 0, which saves a second read on a file's first access). The
+// plaintext is decrypted straight into dst when the range is block-aligned,
+// as the kernel's page-sized reads are. It returns fewer bytes than
+// len(dst) only at the end of the file.
+func (f *Filter) readAt(c *layer.Call, h *layer.Handle, of *openFile, dst []byte, off uint64) (int, layer.Errno) {
+	if len(dst) == 0 {
+		return 0, 0
+	}
+	bs, cbs := f.content.bs, f.content.cbs
+	b0, b1 := off/bs, (off+uint64(len(dst))-1)/bs
+	nb := b1 - b0 + 1
+	coff, clen := f.content.BlockOff(b0), nb*cbs
+	if b0 == 0 {
+		coff, clen = 0, clen+HeaderLen
+	}
+	cbuf, put := f.buf(int(clen))
+	defer put()
+	ct, errno := f.readBelow(c, h, cbuf, coff)
+	if errno != 0 {
+		return 0, errno
+	}
+	var id FileID
+	if b0 == 0 {
+		if len(ct) == 0 {
+			return 0, 0
+		}
+		var err error
+		if id, err = ParseHeader(ct); err != nil {
+			f.log.Error("file header is damaged", "file", of.path, "error", err)
+			return 0, syscall.EIO
+		}
+		of.st.setID(id)
+		ct = ct[HeaderLen:]
+	} else {
+		if len(ct) == 0 {
+			return 0, 0
+		}
+		if id, errno = f.fileID(c, h, of); errno != 0 {
+			return 0, errno
+		}
+	}
+	skip := off - b0*bs
+	if skip == 0 && uint64(cap(dst)) >= nb*bs {
+		pt, err := f.content.DecryptTo(dst, ct, b0, &id)
+		if err != nil {
+			return 0, f.damaged(of, err)
+		}
+		return min(len(pt), len(dst)), 0
+	}
+	pbuf, put2 := f.buf(int(nb * bs))
+	defer put2()
+	pt, err := f.content.DecryptTo(pbuf, ct, b0, &id)
+	if err != nil {
+		return 0, f.damaged(of, err)
+	}
+	if uint64(len(pt)) <= skip {
+		return 0, 0
+	}
+	return copy(dst, pt[skip:]), 0
+}
+
+// readBlock returns the plaintext of block b, and hole true when its
+// ciphertext is all zeros (a hole, which stays one unless written).
+func (f *Filter) readBlock(c *layer.Call, h *layer.Handle, of *openFile, id *FileID, b uint64) (pt []byte, hole bool, errno layer.Errno) {
+	cbuf := make([]byte, f.content.cbs)
+	ct, errno := f.readBelow(c, h, cbuf, f.content.BlockOff(b))
+	if errno != 0 {
+		return nil, false, errno
+	}
+	if len(ct) == 0 {
+		return nil, false, 0
+	}
+	if IsHole(ct) {
+		return make([]byte, max(len(ct)-BlockOverhead, 0)), true, 0
+	}
+	pt, err := f.content.DecryptBlock(nil, ct, b, id)
+	if err != nil {
+		return nil, false, f.damaged(of, err)
+	}
+	return pt, false, 0
+}
+
+func (f *Filter) write(c *layer.Call, op *layer.WriteOp) (layer.Status, layer.Errno) {
+	of := f.openFile(op.Handle)
+	if of == nil {
+		return pass, 0
+	}
+	of.st.mu.Lock()
+	n, errno := f.writeAt(c, op.Handle, of, op.Data, uint64(op.Off), op.KillSuidgid)
+	of.st.mu.Unlock()
+	op.Written = uint32(n)
+	return done, errno
+}
+
+// header returns the file's id, writing a new header first when the file
+// is empty below (csize 0). Callers hold the block lock exclusively.
+func (f *Filter) header(c *layer.Call, h *layer.Handle, of *openFile, csize uint64) (FileID, []byte, layer.Errno) {
+	if csize == 0 {
+		hdr, id, err := NewHeader()
+		if err != nil {
+			return id, nil, syscall.EIO
+		}
+		of.st.setID(id)
+		return id, hdr, 0
+	}
+	id, errno := f.fileID(c, h, of)
+	return id, nil, errno
+}
+
+// writeAt writes data at plaintext offset off with one write below: the
+// blocks it covers, the partial first and last ones merged with their old
+// contents (read-modify-write). Callers hold the block lock exclusively.
+func (f *Filter) writeAt(c *layer.Call, h *layer.Handle, of *openFile, data []byte, off uint64, kill bool) (int, layer.Errno) {
+	if len(data) == 0 {
+		return 0, 0
+	}
+	csize, errno := f.cipherSize(c, h)
+	if errno != 0 {
+		return 0, errno
+	}
+	oldP, _ := f.content.PlainSize(csize)
+	id, hdr, errno := f.header(c, h, of, csize)
+	if errno != 0 {
+		return 0, errno
+	}
+	bs := f.content.bs
+	end := off + uint64(len(data))
+	b0, b1 := off/bs, (end-1)/bs
+	// Writing past a partial last block: it becomes a full block now
+	// (zero-padded), or the file would have a short block in its middle.
+	if oldP%bs != 0 && oldP/bs < b0 {
+		if errno := f.padLast(c, h, of, &id, oldP, (oldP/bs+1)*bs); errno != 0 {
+			return 0, errno
+		}
+	}
+	plainEnd := max(end, min(oldP, (b1+1)*bs))
+	plen := plainEnd - b0*bs
+	pbuf, put := f.buf(int(plen))
+	defer put()
+	clear(pbuf)
+	if off > b0*bs && b0*bs < oldP {
+		old, _, errno := f.readBlock(c, h, of, &id, b0)
+		if errno != 0 {
+			return 0, errno
+		}
+		copy(pbuf, old)
+	}
+	if lastStart := b1 * bs; (b1 != b0 || off == b0*bs) && end < min(oldP, lastStart+bs) {
+		old, _, errno := f.readBlock(c, h, of, &id, b1)
+		if errno != 0 {
+			return 0, errno
+		}
+		copy(pbuf[lastStart-b0*bs:], old)
+	}
+	copy(pbuf[off-b0*bs:], data)
+	nb := b1 - b0 + 1
+	cbuf, put2 := f.buf(HeaderLen + int(nb*f.content.cbs))
+	defer put2()
+	coff := f.content.BlockOff(b0)
+	ct := cbuf[:0]
+	if hdr != nil {
+		if b0 == 0 {
+			copy(cbuf, hdr)
+			ct, coff = cbuf[:HeaderLen], 0
+		} else if errno := f.writeBelow(c, h, hdr, 0, false); errno != 0 {
+			return 0, errno
+		}
+	}
+	body, err := f.content.EncryptTo(cbuf[len(ct):], pbuf, b0, &id)
+	if err != nil {
+		return 0, syscall.EIO
+	}
+	ct = cbuf[:len(ct)+len(body)]
+	if errno := f.writeBelow(c, h, ct, coff, kill); errno != 0 {
+		return 0, errno
+	}
+	return len(data), 0
+}
+
+// padLast rewrites the partial last block of a file of plaintext size oldP
+// so that it reaches min(newEnd, the block's end), zero-filled. A hole
+// stays a hole: extending the file below extends it with zeros.
+func (f *Filter) padLast(c *layer.Call, h *layer.Handle, of *openFile, id *FileID, oldP, newEnd uint64) layer.Errno {
+	bs := f.content.bs
+	lb := oldP / bs
+	old, hole, errno := f.readBlock(c, h, of, id, lb)
+	if errno != 0 || hole {
+		return errno
+	}
+	pt := make([]byte, min(bs, newEnd-lb*bs))
+	copy(pt, old)
+	ct, err := f.content.Encrypt(nil, pt, lb, id)
+	if err != nil {
+		return syscall.EIO
+	}
+	return f.writeBelow(c, h, ct, f.content.BlockOff(lb), false)
+}
+
+// resize sets the plaintext size of an open file to newP. Callers hold the
+// block lock exclusively.
+func (f *Filter) resize(c *layer.Call, h *layer.Handle, of *openFile, cpath string, newP uint64, kill bool) layer.Errno {
+	csize, errno := f.cipherSize(c, h)
+	if errno != 0 {
+		return errno
+	}
+	oldP, _ := f.content.PlainSize(csize)
+	bs := f.content.bs
+	switch {
+	case newP == 0:
+		of.st.forgetID()
+	case newP < oldP && newP%bs != 0:
+		// The new last block is a prefix of an old one: rewrite it
+		// shorter (its tag covers its length).
+		id, errno := f.fileID(c, h, of)
+		if errno != 0 {
+			return errno
+		}
+		lb := newP / bs
+		old, hole, errno := f.readBlock(c, h, of, &id, lb)
+		if errno != 0 {
+			return errno
+		}
+		if !hole {
+			ct, err := f.content.Encrypt(nil, old[:newP-lb*bs], lb, &id)
+			if err != nil {
+				return syscall.EIO
+			}
+			if errno := f.writeBelow(c, h, ct, f.content.BlockOff(lb), false); errno != 0 {
+				return errno
+			}
+		}
+	case newP > oldP:
+		id, hdr, errno := f.header(c, h, of, csize)
+		if errno != 0 {
+			return errno
+		}
+		if hdr != nil {
+			if errno := f.writeBelow(c, h, hdr, 0, false); errno != 0 {
+				return errno
+			}
+		} else if oldP%bs != 0 {
+			if errno := f.padLast(c, h, of, &id, oldP, newP); errno != 0 {
+				return errno
+			}
+		}
+	}
+	in := fuse.SetAttrIn{}
+	in.Valid = fuse.FATTR_SIZE
+	if kill {
+		in.Valid |= fuse.FATTR_KILL_SUIDGID
+	}
+	in.Size = f.content.CipherSize(newP)
+	return f.att.Below.Do(c, &layer.SetattrOp{Path: cpath, Handle: h, In: in})
+}
+
+// withWritable runs fn with an open file for the file at cpath: h when it
+// is crypt's and writable, else one opened below for the occasion.
+func (f *Filter) withWritable(c *layer.Call, h *layer.Handle, cpath, plain string, fn func(h *layer.Handle, of *openFile) layer.Errno) layer.Errno {
+	if of := f.openFile(h); of != nil && h.Flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		return fn(h, of)
+	}
+	ic := layer.InternalCall(c.Context)
+	op := &layer.OpenOp{Path: cpath, Flags: syscall.O_RDWR}
+	if errno := f.att.Below.Do(ic, op); errno != 0 {
+		return errno
+	}
+	defer f.att.Below.Do(ic, &layer.ReleaseOp{Handle: op.Handle})
+	ga := &layer.GetattrOp{Path: cpath, Handle: op.Handle}
+	if errno := f.att.Below.Do(ic, ga); errno != 0 {
+		return errno
+	}
+	if ga.Out.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		return syscall.EINVAL
+	}
+	of := &openFile{st: f.acquire(ga.Out.Ino), path: plain}
+	defer f.release(of.st)
+	return fn(op.Handle, of)
+}
+
+func (f *Filter) setattr(c *layer.Call, op *layer.SetattrOp) (layer.Status, layer.Errno) {
+	plain := op.Path
+	if st, errno := f.handlePath(c, &op.Path, op.Handle); st == done {
+		return st, errno
+	}
+	if op.In.Valid&fuse.FATTR_SIZE == 0 {
+		return cont, 0
+	}
+	kill := op.In.Valid&fuse.FATTR_KILL_SUIDGID != 0
+	errno := f.withWritable(c, op.Handle, op.Path, plain, func(h *layer.Handle, of *openFile) layer.Errno {
+		of.st.mu.Lock()
+		defer of.st.mu.Unlock()
+		return f.resize(c, h, of, op.Path, op.In.Size, kill)
+	})
+	if errno != 0 {
+		return done, errno
+	}
+	// The size is set; the rest (mode, owner, times) continues down.
+	op.In.Valid &^= fuse.FATTR_SIZE | fuse.FATTR_KILL_SUIDGID
+	return cont, 0
+}
+
+func (f *Filter) postSetattr(c *layer.Call, op *layer.SetattrOp, errno layer.Errno) layer.Errno {
+	if errno == 0 {
+		f.fixAttr(&op.Out)
+	}
+	return errno
+}
+
+// allocate is fallocate(2) in plaintext terms. Allocating writes encrypted
+// zeros into the holes of the range: that reserves the ciphertext space a
+// later write needs, which is fallocate's promise. Zeroing rewrites the
+// range as encrypted zeros; punching makes whole blocks holes below. The
+// resulting holes and data match ext4's SEEK_HOLE/SEEK_DATA answers.
+func (f *Filter) allocate(c *layer.Call, op *layer.AllocateOp) (layer.Status, layer.Errno) {
+	of := f.openFile(op.Handle)
+	if of == nil {
+		return pass, 0
+	}
+	of.st.mu.Lock()
+	defer of.st.mu.Unlock()
+	csize, errno := f.cipherSize(c, op.Handle)
+	if errno != 0 {
+		return done, errno
+	}
+	oldP, _ := f.content.PlainSize(csize)
+	end := op.Off + op.Size
+	keep := op.Mode&unix.FALLOC_FL_KEEP_SIZE != 0
+	mode := op.Mode &^ unix.FALLOC_FL_KEEP_SIZE
+	switch mode {
+	case unix.FALLOC_FL_PUNCH_HOLE:
+		if op.Off < oldP {
+			return done, f.zeroRange(c, op.Handle, of, op.Off, min(end, oldP), csize)
+		}
+		return done, 0
+	case 0, unix.FALLOC_FL_ZERO_RANGE:
+	default:
+		return done, syscall.EOPNOTSUPP
+	}
+	newP := oldP
+	if !keep && end > oldP {
+		newP = end
+		if errno := f.resize(c, op.Handle, of, DirIVFile+"/gone", newP, false); errno != 0 {
+			return done, errno
+		}
+	}
+	if op.Off >= newP {
+		return done, 0
+	}
+	return done, f.fill(c, op.Handle, of, op.Off, min(end, newP), newP, mode == unix.FALLOC_FL_ZERO_RANGE)
+}
+
+// fill rewrites the blocks of [s, e) in a file of plaintext size size:
+// holes become encrypted zeros, and with zero set the range's plaintext
+// becomes zeros. Blocks are handled 256 at a time, one read and at most
+// one write each.
+func (f *Filter) fill(c *layer.Call, h *layer.Handle, of *openFile, s, e, size uint64, zero bool) layer.Errno {
+	id, errno := f.fileID(c, h, of)
+	if errno != 0 {
+		return errno
+	}
+	bs, cbs := f.content.bs, f.content.cbs
+	const chunk = 256
+	for b := s / bs; b*bs < e; b += chunk {
+		n := min(chunk, (e+bs-1)/bs-b) // only blocks that meet [s, e)
+		plen := min(n*bs, size-b*bs)
+		cbuf := make([]byte, n*cbs)
+		ct, errno := f.readBelow(c, h, cbuf, f.content.BlockOff(b))
+		if errno != 0 {
+			return errno
+		}
+		pt := make([]byte, plen)
+		changed := false
+		for i := uint64(0); i < n; i++ {
+			lo := i * bs
+			var blk []byte
+			if uint64(len(ct)) > i*cbs {
+				blk = ct[i*cbs : min(uint64(len(ct)), (i+1)*cbs)]
+			}
+			if len(blk) == 0 || IsHole(blk) {
+				changed = true // stays zero in pt
+				continue
+			}
+			if _, err := f.content.DecryptBlock(pt[lo:lo], blk, b+i, &id); err != nil {
+				return f.damaged(of, err)
+			}
+		}
+		if zero {
+			zs, ze := max(s, b*bs)-b*bs, min(e, b*bs+plen)-b*bs
+			clear(pt[zs:ze])
+			changed = true
+		}
+		if !changed {
+			continue
+		}
+		out, err := f.content.Encrypt(nil, pt, b, &id)
+		if err != nil {
+			return syscall.EIO
+		}
+		if errno := f.writeBelow(c, h, out, f.content.BlockOff(b), false); errno != 0 {
+			return errno
+		}
+	}
+	return 0
+}
+
+// zeroRange makes [s, e) of the plaintext read as zeros: whole blocks are
+// punched below (holes), partial ones rewritten.
+func (f *Filter) zeroRange(c *layer.Call, h *layer.Handle, of *openFile, s, e, csize uint64) layer.Errno {
+	if s >= e {
+		return 0
+	}
+	id, errno := f.fileID(c, h, of)
+	if errno != 0 {
+		return errno
+	}
+	bs := f.content.bs
+	oldP, _ := f.content.PlainSize(csize)
+	// whole blocks: [k0, k1)
+	k0 := (s + bs - 1) / bs
+	k1 := e / bs
+	if e == oldP {
+		k1 = (e + bs - 1) / bs // the partial last block is covered whole
+	}
+	partial := func(b, from, to uint64) layer.Errno {
+		old, hole, errno := f.readBlock(c, h, of, &id, b)
+		if errno != 0 || hole || len(old) == 0 {
+			return errno
+		}
+		lo, hi := from-b*bs, min(to-b*bs, uint64(len(old)))
+		if lo >= hi {
+			return 0
+		}
+		clear(old[lo:hi])
+		ct, err := f.content.Encrypt(nil, old, b, &id)
+		if err != nil {
+			return syscall.EIO
+		}
+		return f.writeBelow(c, h, ct, f.content.BlockOff(b), false)
+	}
+	if k0 >= k1 {
+		// Within one block.
+		return partial(s/bs, s, e)
+	}
+	if s < k0*bs {
+		if errno := partial(s/bs, s, k0*bs); errno != 0 {
+			return errno
+		}
+	}
+	if k1*bs < e {
+		if errno := partial(k1, k1*bs, e); errno != 0 {
+			return errno
+		}
+	}
+	from := f.content.BlockOff(k0)
+	to := min(f.content.BlockOff(k1), csize)
+	if to > from {
+		return f.att.Below.Do(c, &layer.AllocateOp{Handle: h, Off: from, Size: to - from, Mode: unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE})
+	}
+	return 0
+}
+
+// lseek serves SEEK_DATA and SEEK_HOLE in plaintext blocks: a block is a
+// hole when its ciphertext is all zeros (what reads as zeros without being
+// written), which matches ext4 for a 4 KiB block size. Below SEEK_DATA
+// skips large holes without reading them.
+func (f *Filter) lseek(c *layer.Call, op *layer.LseekOp) (layer.Status, layer.Errno) {
+	of := f.openFile(op.Handle)
+	if of == nil {
+		return pass, 0
+	}
+	if op.Whence != unix.SEEK_DATA && op.Whence != unix.SEEK_HOLE {
+		return done, syscall.EINVAL
+	}
+	of.st.mu.RLock()
+	defer of.st.mu.RUnlock()
+	csize, errno := f.cipherSize(c, op.Handle)
+	if errno != 0 {
+		return done, errno
+	}
+	size, _ := f.content.PlainSize(csize)
+	if op.Off >= size {
+		return done, syscall.ENXIO
+	}
+	bs, cbs := f.content.bs, f.content.cbs
+	b := op.Off / bs
+	last := (size - 1) / bs
+	if op.Whence == unix.SEEK_DATA {
+		ls := &layer.LseekOp{Handle: op.Handle, Off: f.content.BlockOff(b), Whence: unix.SEEK_DATA}
+		switch errno := f.att.Below.Do(c, ls); errno {
+		case 0:
+			if ls.Out > f.content.BlockOff(b) {
+				b = (ls.Out - HeaderLen) / cbs
+			}
+		case syscall.ENXIO:
+			return done, syscall.ENXIO
+		}
+	}
+	const chunk = 256
+	cbuf, put := f.buf(int(chunk * cbs))
+	defer put()
+	for b <= last {
+		ct, errno := f.readBelow(c, op.Handle, cbuf[:chunk*cbs], f.content.BlockOff(b))
+		if errno != 0 {
+			return done, errno
+		}
+		if len(ct) == 0 {
+			break
+		}
+		for len(ct) > 0 && b <= last {
+			blk := ct[:min(uint64(len(ct)), cbs)]
+			ct = ct[len(blk):]
+			if IsHole(blk) == (op.Whence == unix.SEEK_HOLE) {
+				op.Out = max(op.Off, b*bs)
+				return done, 0
+			}
+			b++
+		}
+	}
+	if op.Whence == unix.SEEK_DATA {
+		return done, syscall.ENXIO
+	}
+	op.Out = size
+	return done, 0
+}
+
+// copyFileRange copies through plaintext: ciphertext cannot be copied
+// between files, since every block is bound to its file id and position.
+func (f *Filter) copyFileRange(c *layer.Call, op *layer.CopyFileRangeOp) (layer.Status, layer.Errno) {
+	in, out := f.openFile(op.In), f.openFile(op.Out)
+	if in == nil || out == nil {
+		return done, syscall.EXDEV
+	}
+	total := min(op.Len, 1<<30)
+	buf := make([]byte, min(total, 1<<20))
+	var copied uint64
+	for copied < total {
+		n := min(uint64(len(buf)), total-copied)
+		in.st.mu.RLock()
+		r, errno := f.readAt(c, op.In, in, buf[:n], op.OffIn+copied)
+		in.st.mu.RUnlock()
+		if errno != 0 {
+			if copied > 0 {
+				break
+			}
+			return done, errno
+		}
+		if r == 0 {
+			break
+		}
+		out.st.mu.Lock()
+		w, errno := f.writeAt(c, op.Out, out, buf[:r], op.OffOut+copied, false)
+		out.st.mu.Unlock()
+		copied += uint64(w)
+		if errno != 0 {
+			if copied > 0 {
+				break
+			}
+			return done, errno
+		}
+		if uint64(r) < n {
+			break
+		}
+	}
+	op.Copied = uint32(copied)
+	return done, 0
+}
+
+// plainKey carries an op's plaintext path from Open's pre-callback to its
+// post-callback (OpenOp has no field for it), for log lines.
+type plainKey struct{}
+
+func withPlain(ctx context.Context, p string) context.Context {
+	return context.WithValue(ctx, plainKey{}, p)
+}
+
+func plainOf(ctx context.Context) string {
+	p, _ := ctx.Value(plainKey{}).(string)
+	return p
+}

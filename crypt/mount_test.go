@@ -1,0 +1,401 @@
+package crypt_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vfsfilter/vfsfilter/crypt"
+	"github.com/vfsfilter/vfsfilter/layer"
+	"github.com/vfsfilter/vfsfilter/layer/conformance"
+	"golang.org/x/sys/unix"
+)
+
+// testKeys are made once: every mount of the tests uses the same master
+// key, so a second mount over the same backing dir reads the first's files.
+var testKeys = sync.OnceValue(func() *crypt.Keys {
+	_, k, err := crypt.NewConfig([]byte("test passphrase"), crypt.MinScryptLogN)
+	if err != nil {
+		panic(err)
+	}
+	return k
+})
+
+// cryptStack is a conformance.StackFunc: passthrough + crypt.
+func cryptStack(t testing.TB, backing string) *layer.Stack {
+	pt, err := layer.NewPassthrough(backing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pt.Close() })
+	f, err := crypt.New(testKeys(), crypt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := layer.NewStack(nil, pt, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// mountAgain mounts backing a second time through crypt, on a new
+// mountpoint: the plaintext view of the backing directory.
+func mountAgain(t *testing.T, backing string, opts layer.MountOptions) string {
+	t.Helper()
+	mnt := t.TempDir()
+	srv, err := layer.Mount(mnt, cryptStack(t, backing), opts)
+	if err != nil {
+		t.Fatalf("mount: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Unmount(); err != nil {
+			t.Errorf("unmount %s: %v", mnt, err)
+		}
+	})
+	return mnt
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPosix(t *testing.T) {
+	conformance.RunPosix(t, cryptStack, layer.MountOptions{})
+}
+
+// TestScenarios runs the project's own scenarios. Several look at the
+// backing directory and expect the names and contents they wrote through
+// the mount; for crypt the backing directory holds ciphertext. They get,
+// as "backing", a second mount of the same backing directory through
+// crypt instead: the backing directory as crypt's users see it, which is
+// exactly what those scenarios mean (inode numbers, modes, owners, times,
+// xattrs and symlinks are the backing's own).
+func TestScenarios(t *testing.T) {
+	for name, fn := range conformance.Scenarios {
+		t.Run(name, func(t *testing.T) {
+			if why, ok := viewSkips[name]; ok {
+				t.Skip(why)
+			}
+			mnt, backing := conformance.Mount(t, cryptStack, layer.MountOptions{})
+			// The view caches nothing, so it sees each change at once,
+			// as the backing directory itself would.
+			view := mountAgain(t, backing, layer.MountOptions{EntryTimeout: time.Nanosecond, AttrTimeout: time.Nanosecond})
+			fn(t, mnt, view)
+		})
+	}
+}
+
+// viewSkips are the scenarios the second-mount view cannot serve, and why.
+// Neither is about crypt: each fails the same way for a passthrough-only
+// stack seen through a second mount.
+var viewSkips = map[string]string{
+	"RootAttributes":       "compares the root's inode number with the backing root's; the view's root is a FUSE mount root, which the kernel reports as inode 0 until an attribute change refreshes it",
+	"SymlinksStaySymlinks": "lchowns through the mount and lstats the view at once; the view caches attributes for one jiffy (the shortest timeout layer.MountOptions allows), so it may see the old owner",
+}
+
+func TestExerciser(t *testing.T) {
+	steps := 300
+	if testing.Short() {
+		steps = 60
+	}
+	conformance.RunExerciser(t, cryptStack, layer.MountOptions{}, steps)
+}
+
+// TestNothingInTheClear writes names and contents through the mount and
+// checks that no byte of either appears in the backing directory.
+func TestNothingInTheClear(t *testing.T) {
+	mnt, backing := conformance.Mount(t, cryptStack, layer.MountOptions{})
+	secretName := "secretname"
+	content := bytes.Repeat([]byte("SECRETCONTENT"), 1000)
+	must(t, os.MkdirAll(mnt+"/"+secretName+"dir/sub", 0755))
+	must(t, os.WriteFile(mnt+"/"+secretName+"dir/sub/"+secretName, content, 0644))
+	must(t, os.Symlink("secretlinktarget", mnt+"/"+secretName+"link"))
+	long := strings.Repeat("L", 255)
+	must(t, os.WriteFile(mnt+"/"+long, content, 0644))
+	filepath.Walk(backing, func(p string, fi os.FileInfo, err error) error {
+		must(t, err)
+		if strings.Contains(p, "secret") || strings.Contains(p, "LLLL") {
+			t.Errorf("plaintext name in backing: %s", p)
+		}
+		if fi.Mode().IsRegular() {
+			data, err := os.ReadFile(p)
+			must(t, err)
+			if bytes.Contains(data, []byte("SECRET")) {
+				t.Errorf("plaintext content in %s", p)
+			}
+		}
+		if fi.Mode()&os.ModeSymlink != 0 {
+			tg, _ := os.Readlink(p)
+			if strings.Contains(tg, "secret") {
+				t.Errorf("plaintext symlink target in %s", p)
+			}
+		}
+		return nil
+	})
+	// And through the mount everything reads back.
+	got, err := os.ReadFile(mnt + "/" + long)
+	must(t, err)
+	if !bytes.Equal(got, content) {
+		t.Errorf("long-named file reads back wrong")
+	}
+	tg, err := os.Readlink(mnt + "/" + secretName + "link")
+	must(t, err)
+	if tg != "secretlinktarget" {
+		t.Errorf("readlink %q", tg)
+	}
+	if st, _ := os.Lstat(mnt + "/" + secretName + "link"); st.Size() != int64(len(tg)) {
+		t.Errorf("symlink size %d, want %d", st.Size(), len(tg))
+	}
+	ents, err := os.ReadDir(mnt)
+	must(t, err)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	want := []string{long, secretName + "dir", secretName + "link"}
+	if fmt.Sprint(names) != fmt.Sprint(want) {
+		t.Errorf("listing %q, want %q", names, want)
+	}
+}
+
+// TestSizes checks that stat and listings report plaintext sizes, after
+// writes, truncation and extension.
+func TestSizes(t *testing.T) {
+	mnt, _ := conformance.Mount(t, cryptStack, layer.MountOptions{})
+	for _, n := range []int{0, 1, 4095, 4096, 4097, 1 << 20, 3<<20 + 7} {
+		p := fmt.Sprintf("%s/f%d", mnt, n)
+		data := make([]byte, n)
+		rand.Read(data)
+		must(t, os.WriteFile(p, data, 0644))
+		st, err := os.Stat(p)
+		must(t, err)
+		if st.Size() != int64(n) {
+			t.Errorf("size %d, want %d", st.Size(), n)
+		}
+		got, err := os.ReadFile(p)
+		must(t, err)
+		if !bytes.Equal(got, data) {
+			t.Errorf("f%d reads back wrong", n)
+		}
+	}
+	p := mnt + "/t"
+	must(t, os.WriteFile(p, bytes.Repeat([]byte{7}, 10000), 0644))
+	for _, sz := range []int64{5000, 4096, 100, 0, 9000, 20000, 3} {
+		must(t, os.Truncate(p, sz))
+		st, err := os.Stat(p)
+		must(t, err)
+		if st.Size() != sz {
+			t.Errorf("after truncate to %d: size %d", sz, st.Size())
+		}
+	}
+}
+
+// TestDamagedBlock flips one byte of the second block's ciphertext: that
+// block reads EIO, the others still read.
+func TestDamagedBlock(t *testing.T) {
+	mnt, backing := conformance.Mount(t, cryptStack, layer.MountOptions{})
+	data := make([]byte, 3*4096)
+	rand.Read(data)
+	must(t, os.WriteFile(mnt+"/f", data, 0644))
+	var cfile string
+	filepath.Walk(backing, func(p string, fi os.FileInfo, err error) error {
+		if fi.Mode().IsRegular() && fi.Size() > 4096 {
+			cfile = p
+		}
+		return nil
+	})
+	fd, err := os.OpenFile(cfile, os.O_RDWR, 0)
+	must(t, err)
+	off := int64(crypt.HeaderLen + 4096 + crypt.BlockOverhead + 100) // inside block 1
+	b := make([]byte, 1)
+	fd.ReadAt(b, off)
+	b[0] ^= 1
+	fd.WriteAt(b, off)
+	fd.Close()
+	// A fresh mount, so that no page is cached.
+	view := mountAgain(t, backing, layer.MountOptions{})
+	f, err := os.Open(view + "/f")
+	must(t, err)
+	defer f.Close()
+	// Random access: no read-ahead pulling the damaged block into the
+	// request for block 0.
+	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_RANDOM)
+	buf := make([]byte, 4096)
+	if _, err := f.ReadAt(buf, 0); err != nil || !bytes.Equal(buf, data[:4096]) {
+		t.Errorf("block 0: %v", err)
+	}
+	if _, err := f.ReadAt(buf, 8192); err != nil || !bytes.Equal(buf, data[8192:]) {
+		t.Errorf("block 2: %v", err)
+	}
+	if _, err := f.ReadAt(buf, 4096); !errors.Is(err, syscall.EIO) {
+		t.Errorf("block 1: got %v, want EIO", err)
+	}
+}
+
+// TestAppendAndConcurrentWriters: O_APPEND from several writers and
+// concurrent writers of disjoint ranges that share blocks.
+func TestAppendAndConcurrentWriters(t *testing.T) {
+	mnt, _ := conformance.Mount(t, cryptStack, layer.MountOptions{})
+	f, err := os.OpenFile(mnt+"/log", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0644)
+	must(t, err)
+	var want []byte
+	for i := range 300 {
+		line := fmt.Sprintf("line %d %s\n", i, strings.Repeat("x", i%50))
+		want = append(want, line...)
+		_, err := f.Write([]byte(line))
+		must(t, err)
+	}
+	f.Close()
+	got, err := os.ReadFile(mnt + "/log")
+	must(t, err)
+	if !bytes.Equal(got, want) {
+		t.Errorf("O_APPEND: got %d bytes, want %d", len(got), len(want))
+	}
+
+	// 8 writers, each writing every 8th 1000-byte record: records
+	// straddle block boundaries, so writers share blocks.
+	const writers, records, rec = 8, 200, 1000
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f, err := os.OpenFile(mnt+"/shared", os.O_CREATE|os.O_WRONLY, 0644)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer f.Close()
+			for r := w; r < records; r += writers {
+				if _, err := f.WriteAt(bytes.Repeat([]byte{byte('a' + w)}, rec), int64(r*rec)); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	got, err = os.ReadFile(mnt + "/shared")
+	must(t, err)
+	if len(got) != records*rec {
+		t.Fatalf("size %d", len(got))
+	}
+	for r := range records {
+		if w := byte('a' + r%writers); !bytes.Equal(got[r*rec:(r+1)*rec], bytes.Repeat([]byte{w}, rec)) {
+			t.Fatalf("record %d damaged", r)
+		}
+	}
+}
+
+// TestMmap reads and writes a file through a shared mapping. The mapping
+// is used by a child process: a page fault on a FUSE mount served by the
+// faulting process itself can block a thread the Go runtime must stop for
+// garbage collection, which then stops the server too (a deadlock).
+func TestMmap(t *testing.T) {
+	if p := os.Getenv("CRYPT_MMAP_CHILD"); p != "" {
+		mmapChild(t, p)
+		return
+	}
+	mnt, backing := conformance.Mount(t, cryptStack, layer.MountOptions{})
+	data := make([]byte, 3*4096+100)
+	rand.Read(data)
+	must(t, os.WriteFile(mnt+"/m", data, 0644))
+	cmd := exec.Command(os.Args[0], "-test.run=^TestMmap$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "CRYPT_MMAP_CHILD="+mnt+"/m")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	copy(data[5000:], "through the mapping")
+	got, err := os.ReadFile(mountAgain(t, backing, layer.MountOptions{}) + "/m")
+	must(t, err)
+	if !bytes.Equal(got, data) {
+		t.Errorf("write through the mapping did not reach the file")
+	}
+}
+
+func mmapChild(t *testing.T, p string) {
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	must(t, err)
+	defer f.Close()
+	st, err := f.Stat()
+	must(t, err)
+	want, err := os.ReadFile(p)
+	must(t, err)
+	m, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	must(t, err)
+	if !bytes.Equal(m, want) {
+		t.Errorf("mmap read differs from read(2)")
+	}
+	copy(m[5000:], "through the mapping")
+	must(t, unix.Msync(m, unix.MS_SYNC))
+	must(t, unix.Munmap(m))
+}
+
+// TestDirRenameKeepsContents renames a directory tree and reads it back,
+// through the same mount and through a fresh one.
+func TestDirRenameKeepsContents(t *testing.T) {
+	mnt, backing := conformance.Mount(t, cryptStack, layer.MountOptions{})
+	must(t, os.MkdirAll(mnt+"/a/b/c", 0755))
+	long := strings.Repeat("z", 200)
+	must(t, os.WriteFile(mnt+"/a/b/c/f", []byte("deep"), 0644))
+	must(t, os.WriteFile(mnt+"/a/b/"+long, []byte("long"), 0644))
+	must(t, os.Rename(mnt+"/a", mnt+"/x"))
+	must(t, os.Rename(mnt+"/x/b", mnt+"/x/"+long))
+	check := func(root string) {
+		got, err := os.ReadFile(root + "/x/" + long + "/c/f")
+		if err != nil || string(got) != "deep" {
+			t.Errorf("%s: deep file: %q %v", root, got, err)
+		}
+		got, err = os.ReadFile(root + "/x/" + long + "/" + long)
+		if err != nil || string(got) != "long" {
+			t.Errorf("%s: long file: %q %v", root, got, err)
+		}
+		if _, err := os.Stat(root + "/a"); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("old name still there: %v", err)
+		}
+	}
+	check(mnt)
+	check(mountAgain(t, backing, layer.MountOptions{}))
+	must(t, os.RemoveAll(mnt+"/x"))
+	ents, _ := os.ReadDir(backing)
+	for _, e := range ents {
+		if e.Name() != crypt.DirIVFile {
+			t.Errorf("left in backing after rm -rf: %s", e.Name())
+		}
+	}
+}
+
+// TestWrongKey: a tree written with one key shows nothing readable with
+// another (names do not decrypt, so the listing is empty).
+func TestWrongKey(t *testing.T) {
+	mnt, backing := conformance.Mount(t, cryptStack, layer.MountOptions{})
+	must(t, os.WriteFile(mnt+"/f", []byte("x"), 0644))
+	_, other, err := crypt.NewConfig([]byte("other"), crypt.MinScryptLogN)
+	must(t, err)
+	pt, err := layer.NewPassthrough(backing)
+	must(t, err)
+	defer pt.Close()
+	f, err := crypt.New(other, crypt.Options{})
+	must(t, err)
+	st, err := layer.NewStack(nil, pt, f)
+	must(t, err)
+	rd := &layer.ReaddirOp{Path: ""}
+	if errno := st.Do(layer.InternalCall(t.Context()), rd); errno != 0 {
+		t.Fatal(errno)
+	}
+	if len(rd.Entries) != 0 {
+		t.Errorf("other key lists %v", rd.Entries)
+	}
+}

@@ -1,0 +1,305 @@
+package crypt
+
+import (
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/vfsfilter/vfsfilter/layer"
+)
+
+// dirInfo is what crypt knows of one plaintext directory: where it is
+// below (its ciphertext path) and its IV.
+type dirInfo struct {
+	cpath string
+	iv    []byte
+	at    time.Time
+}
+
+// dirCache maps plaintext directory paths to dirInfo. It saves reading
+// every directory's IV file on every request: a path of depth d would cost
+// d opens and reads otherwise.
+//
+// Entries go stale only through renames and removals of directories, which
+// pass through crypt and invalidate the subtree (invalidate), and through
+// changes made directly in the backing directory, which the TTL bounds
+// (like the kernel's own attribute timeout). A stale entry can only point
+// at a path that no longer exists or at another directory's ciphertext
+// names, which then do not decrypt; it can never lead outside the backing
+// directory (the passthrough resolves every path beneath it).
+type dirCache struct {
+	mu  sync.Mutex
+	m   map[string]dirInfo
+	ttl time.Duration
+	max int
+}
+
+func newDirCache(ttl time.Duration, max int) *dirCache {
+	return &dirCache{m: map[string]dirInfo{}, ttl: ttl, max: max}
+}
+
+func (d *dirCache) get(p string) (dirInfo, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e, ok := d.m[p]
+	if ok && time.Since(e.at) > d.ttl {
+		delete(d.m, p)
+		return e, false
+	}
+	return e, ok
+}
+
+func (d *dirCache) put(p string, e dirInfo) {
+	e.at = time.Now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.m) >= d.max {
+		// Dropping everything is cheap and rare; an LRU would cost a
+		// list update on every hit.
+		clear(d.m)
+	}
+	d.m[p] = e
+}
+
+// invalidate drops p and everything below it.
+func (d *dirCache) invalidate(p string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if p == "" {
+		clear(d.m)
+		return
+	}
+	delete(d.m, p)
+	prefix := p + "/"
+	for k := range d.m {
+		if strings.HasPrefix(k, prefix) {
+			delete(d.m, k)
+		}
+	}
+}
+
+// encPath is a plaintext path translated for the layers below.
+type encPath struct {
+	plain  string // the plaintext path
+	cpath  string // the ciphertext path below
+	cdir   string // the ciphertext path of the parent directory
+	stored string // the leaf's stored name
+	enc    string // the leaf's encoded encrypted name (== stored unless long)
+	long   bool   // stored is a hashed long name with a side file
+}
+
+// side is the path of the long name's side file.
+func (e *encPath) side() string { return join(e.cdir, LongSideFile(e.stored)) }
+
+func join(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}
+
+func split(p string) (dir, name string) {
+	i := strings.LastIndexByte(p, '/')
+	if i < 0 {
+		return "", p
+	}
+	return p[:i], p[i+1:]
+}
+
+// dir resolves the plaintext directory p to its ciphertext path and IV.
+func (f *Filter) dir(c *layer.Call, p string) (dirInfo, layer.Errno) {
+	if p == "" {
+		iv, errno := f.root(c)
+		return dirInfo{cpath: "", iv: iv}, errno
+	}
+	if e, ok := f.dirs.get(p); ok {
+		return e, 0
+	}
+	parent, name := split(p)
+	pe, errno := f.dir(c, parent)
+	if errno != 0 {
+		return pe, errno
+	}
+	stored, _ := StoredName(f.names.Encrypt(name, pe.iv))
+	cpath := join(pe.cpath, stored)
+	iv, errno := f.readIV(c, cpath)
+	if errno != 0 {
+		return dirInfo{}, errno
+	}
+	e := dirInfo{cpath: cpath, iv: iv}
+	f.dirs.put(p, e)
+	return e, 0
+}
+
+// path translates the plaintext path p.
+func (f *Filter) path(c *layer.Call, p string) (encPath, layer.Errno) {
+	if p == "" {
+		return encPath{}, 0
+	}
+	dir, name := split(p)
+	d, errno := f.dir(c, dir)
+	if errno != 0 {
+		return encPath{}, errno
+	}
+	if len(name) > MaxName {
+		return encPath{}, syscall.ENAMETOOLONG
+	}
+	enc := f.names.Encrypt(name, d.iv)
+	stored, long := StoredName(enc)
+	return encPath{plain: p, cpath: join(d.cpath, stored), cdir: d.cpath, stored: stored, enc: enc, long: long}, 0
+}
+
+// readIV reads the IV of the ciphertext directory cdir.
+func (f *Filter) readIV(c *layer.Call, cdir string) ([]byte, layer.Errno) {
+	data, errno := f.readSmall(c, join(cdir, DirIVFile), DirIVLen+1)
+	if errno == syscall.ENOENT {
+		// Either the directory is missing (ENOENT is right) or it has
+		// lost its IV file (damage).
+		lk := &layer.LookupOp{Path: cdir}
+		if f.att.Below.Do(layer.InternalCall(c.Context), lk) == 0 && lk.Out.Mode&syscall.S_IFMT == syscall.S_IFDIR {
+			f.log.Error("directory has no IV file; its entries cannot be decrypted", "dir", cdir)
+			return nil, syscall.EIO
+		}
+		return nil, syscall.ENOENT
+	}
+	if errno != 0 {
+		return nil, errno
+	}
+	if len(data) != DirIVLen {
+		f.log.Error("directory IV file is damaged", "dir", cdir, "bytes", len(data))
+		return nil, syscall.EIO
+	}
+	return data, 0
+}
+
+// readSmall reads up to max bytes of the file at cpath through the layers
+// below.
+func (f *Filter) readSmall(c *layer.Call, cpath string, max int) ([]byte, layer.Errno) {
+	ic := layer.InternalCall(c.Context)
+	op := &layer.OpenOp{Path: cpath, Flags: syscall.O_RDONLY}
+	if errno := f.att.Below.Do(ic, op); errno != 0 {
+		return nil, errno
+	}
+	defer f.att.Below.Do(ic, &layer.ReleaseOp{Handle: op.Handle})
+	buf := make([]byte, max)
+	rd := &layer.ReadOp{Handle: op.Handle, Dest: buf}
+	if errno := f.att.Below.Do(ic, rd); errno != 0 {
+		return nil, errno
+	}
+	if rd.Out == nil {
+		return nil, 0
+	}
+	data, st := rd.Out.Bytes(buf)
+	if !st.Ok() {
+		return nil, layer.Errno(st)
+	}
+	return append([]byte(nil), data...), 0
+}
+
+// writeSmall creates the file cpath (O_EXCL) with data, owned by root
+// (internal call). It reports created false, with no error, when the file
+// exists already.
+func (f *Filter) writeSmall(c *layer.Call, cpath string, data []byte, mode uint32) (created bool, errno layer.Errno) {
+	ic := layer.InternalCall(c.Context)
+	op := &layer.CreateOp{Path: cpath, Flags: syscall.O_WRONLY | syscall.O_CREAT | syscall.O_EXCL, Mode: mode}
+	if errno := f.att.Below.Do(ic, op); errno != 0 {
+		if errno == syscall.EEXIST {
+			return false, 0
+		}
+		return false, errno
+	}
+	w := &layer.WriteOp{Handle: op.Handle, Data: data}
+	errno = f.att.Below.Do(ic, w)
+	if errno == 0 && int(w.Written) != len(data) {
+		errno = syscall.EIO
+	}
+	if errno == 0 {
+		errno = f.att.Below.Do(ic, &layer.FsyncOp{Handle: op.Handle})
+	}
+	f.att.Below.Do(ic, &layer.ReleaseOp{Handle: op.Handle})
+	if errno != 0 {
+		f.att.Below.Do(ic, &layer.UnlinkOp{Path: cpath})
+		return false, errno
+	}
+	return true, 0
+}
+
+// writeSide writes the side file of a long name before the entry is
+// created; undo removes it again when the creation fails (only if this
+// call created it: an existing side file belongs to an existing entry).
+func (f *Filter) writeSide(c *layer.Call, e *encPath) (undo func(), errno layer.Errno) {
+	if !e.long {
+		return func() {}, 0
+	}
+	created, errno := f.writeSmall(c, e.side(), []byte(e.enc), 0400)
+	if errno != 0 {
+		return nil, errno
+	}
+	return func() {
+		if created {
+			f.att.Below.Do(layer.InternalCall(c.Context), &layer.UnlinkOp{Path: e.side()})
+		}
+	}, 0
+}
+
+// removeSide removes a long name's side file after its entry went away.
+func (f *Filter) removeSide(c *layer.Call, e *encPath) {
+	if e.long {
+		f.att.Below.Do(layer.InternalCall(c.Context), &layer.UnlinkOp{Path: e.side()})
+	}
+}
+
+// decryptName returns the plaintext of a stored name in the ciphertext
+// directory cdir with IV iv, reading the side file of a long name.
+func (f *Filter) decryptName(c *layer.Call, cdir string, iv []byte, stored string) (string, error) {
+	enc := stored
+	if IsLong(stored) {
+		data, errno := f.readSmall(c, join(cdir, LongSideFile(stored)), 4096)
+		if errno != 0 {
+			return "", errno
+		}
+		enc = string(data)
+		if err := CheckLong(stored, enc); err != nil {
+			return "", err
+		}
+	}
+	return f.names.Decrypt(enc, iv)
+}
+
+// decryptPath turns a ciphertext path into the plaintext one, for events
+// found below. ok is false for crypt's own files and names that do not
+// decrypt.
+func (f *Filter) decryptPath(c *layer.Call, cpath string) (string, bool) {
+	if cpath == "" {
+		return "", true
+	}
+	parts := strings.Split(cpath, "/")
+	iv, errno := f.root(c)
+	if errno != 0 {
+		return "", false
+	}
+	cdir, plain := "", ""
+	for i, stored := range parts {
+		if Reserved(stored, i == 0) {
+			return "", false
+		}
+		name, err := f.decryptName(c, cdir, iv, stored)
+		if err != nil {
+			return "", false
+		}
+		plain = join(plain, name)
+		cdir = join(cdir, stored)
+		if i < len(parts)-1 {
+			if d, ok := f.dirs.get(plain); ok {
+				iv = d.iv
+				continue
+			}
+			var errno layer.Errno
+			if iv, errno = f.readIV(c, cdir); errno != 0 {
+				return "", false
+			}
+		}
+	}
+	return plain, true
+}
