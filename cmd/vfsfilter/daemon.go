@@ -106,6 +106,29 @@ func startDaemon(e *env, cfg *mountConfig) error {
 	cmd := exec.Command(exe, e.argv...)
 	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d", daemonEnv, daemonFd))
 	cmd.ExtraFiles = []*os.File{w} // fd 3
+	if cfg.secret != nil && cfg.secret.needsSecret(cfg.backing) {
+		// The child has no terminal: ask here, hand it over on a pipe.
+		pass, err := cfg.secret.read("Password: ", false)
+		if err != nil {
+			w.Close()
+			return err
+		}
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			w.Close()
+			return err
+		}
+		_, werr := pw.Write(pass)
+		clear(pass)
+		pw.Close()
+		defer pr.Close()
+		if werr != nil {
+			w.Close()
+			return werr
+		}
+		cmd.ExtraFiles = append(cmd.ExtraFiles, pr) // fd 4 = passFd
+		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d", passFdEnv, passFd))
+	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, out, out
 	// Setsid: the daemon leaves our session and process group, so the
 	// terminal's SIGINT and SIGHUP no longer reach it.

@@ -53,6 +53,8 @@ func (s *secretFlags) read(prompt string, confirm bool) ([]byte, error) {
 		p, err = s.fromFile()
 	case s.extpass != "":
 		p, err = s.fromCommand()
+	case os.Getenv(passFdEnv) != "":
+		p, err = fromInheritedPipe()
 	default:
 		p, err = fromTerminal(prompt, confirm)
 	}
@@ -63,6 +65,38 @@ func (s *secretFlags) read(prompt string, confirm bool) ([]byte, error) {
 		return nil, errors.New("the passphrase is empty")
 	}
 	return p, nil
+}
+
+// passFdEnv names the fd on which the child of "mount --daemon" finds the
+// passphrase its parent read from the terminal: the child has no terminal,
+// and a passphrase must never travel in argv or the environment. Only the
+// fd number is in the environment.
+const passFdEnv = "VFSFILTER_PASS_FD"
+
+// passFd is where the daemon child finds that pipe (ExtraFiles[1]).
+const passFd = 4
+
+// fromInheritedPipe reads the passphrase the parent wrote to the pipe, once.
+func fromInheritedPipe() ([]byte, error) {
+	os.Unsetenv(passFdEnv)
+	f := os.NewFile(passFd, "vfsfilter-passphrase")
+	defer f.Close()
+	p, err := io.ReadAll(io.LimitReader(f, 64<<10))
+	if err != nil {
+		return nil, fmt.Errorf("reading the passphrase from the parent: %v", err)
+	}
+	return p, nil
+}
+
+// needsSecret reports whether mounting backing will ask for a passphrase
+// that --passfile or --extpass do not give: the daemon's parent then asks
+// on the terminal and hands it over.
+func (s *secretFlags) needsSecret(backing string) bool {
+	if s.passfile != "" || s.extpass != "" {
+		return false
+	}
+	sets, err := loadSettings(backing)
+	return err == nil && sets != nil && sets.Has("crypt")
 }
 
 func (s *secretFlags) warnf(format string, args ...any) {
