@@ -339,18 +339,28 @@ func (f *Filter) ctlRecall(ctx context.Context, top layer.Layer, req *Request, s
 	return send(sum)
 }
 
+// StatusOf is Status of the file that Walk found at p and opened as fd,
+// with the size users see: what the top of the stack reports for p, since a
+// filter above the HSM (crypt) may translate sizes. LocalBytes stays what
+// the HSM keeps locally.
+func (f *Filter) StatusOf(ctx context.Context, top layer.Layer, p string, fd int) (FileStatus, error) {
+	fs, err := f.Status(fd)
+	if err != nil {
+		return fs, err
+	}
+	fs.Path = p
+	lk := &layer.LookupOp{Path: p}
+	if p != "" && top.Do(layer.InternalCall(ctx), lk) == 0 {
+		fs.Size = int64(lk.Out.Size)
+	}
+	return fs, nil
+}
+
 func (f *Filter) ctlStatus(ctx context.Context, top layer.Layer, req *Request, send func(any) error) error {
 	return walk(ctx, top, req.Paths, func(p string, fd int, err error) error {
 		if err == nil {
 			var fs FileStatus
-			if fs, err = f.Status(fd); err == nil {
-				fs.Path = p
-				// The size users see is what the top of the stack
-				// says: a filter above (crypt) may translate it.
-				lk := &layer.LookupOp{Path: p}
-				if p != "" && top.Do(layer.InternalCall(ctx), lk) == 0 {
-					fs.Size = int64(lk.Out.Size)
-				}
+			if fs, err = f.StatusOf(ctx, top, p, fd); err == nil {
 				return send(Message{Type: "file", Path: p, Status: &fs})
 			}
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"embed"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/spf13/pflag"
@@ -31,32 +33,39 @@ var cmdDemo = &command{
 	name:  "demo",
 	usage: "demo [flags]",
 	short: "mount a sample tree and show, step by step, what the filters do",
-	long: `Copy a small sample tree, and a 1.5 MiB generated file, into a temporary
-backing directory, mount it at a temporary mountpoint inside this process
-through the stack notify > namespace > hsm > passthrough (as "vfsfilter
-mount" orders them), and show step by step what each filter does:
+	long: `Write a small sample tree, a 1.5 MiB generated file and a 12 KiB text file
+into a temporary backing directory, encrypted (through a mount of the crypt
+filter alone), mount it at a temporary mountpoint inside this process
+through the stack notify > namespace > crypt > hsm > passthrough (as
+"vfsfilter mount" orders them), and show step by step what each filter does:
 
   namespace  hides "*.tmp", shows README.txt as README.md, adds a read-only
              VERSION file: the mount next to the backing directory, reading
              and writing through it, and the errors a filter returns.
   notify     what "vfsfilter watch" reports for a file written through the
-             mount and for a file saved directly in the backing directory by
-             another program: visible names only, so writing a hidden
-             "*.tmp" underneath is not reported.
+             mount and for files another program deletes directly in the
+             backing directory, by their encrypted names: the watch reports
+             them in the names users see, and the hidden "*.tmp" not at all.
   hsm        migrates two files to a store (a directory in the temporary
              directory): the mount still shows their sizes and times, the
              backing files are empty stubs (st_blocks before and after), the
              store holds the objects, reading a file recalls it byte for
              byte, and none of the HSM's own work reaches a watch.
+  crypt      the backing directory holds only encrypted names and
+             ciphertext (each file a little larger than in the mount), one
+             damaged block fails alone with EIO and a log line, and the HSM's
+             store holds only ciphertext. The demo uses a fixed passphrase
+             and a low scrypt cost (logN 10) so that it starts at once;
+             "vfsfilter init --crypt" asks for a passphrase and uses logN 16.
 
 Then unmount and remove the temporary directories.
 
 Every step checks its outcome: the demo exits 0 only if the stack behaved as
 described. It needs what "vfsfilter mount" needs (FUSE, and root or
-fusermount3), sh for the changes made underneath, and no terminal. The HSM
-keeps each file's state in a trusted.* extended attribute, which needs root
-(CAP_SYS_ADMIN): without it the hsm filter is left out and its steps are
-skipped.`,
+fusermount3), sh and dd for the changes made underneath, and no terminal.
+The HSM keeps each file's state in a trusted.* extended attribute, which
+needs root (CAP_SYS_ADMIN): without it the hsm filter is left out and its
+steps are skipped.`,
 	setup: func(fs *pflag.FlagSet) func(*env, []string) error {
 		debug := fs.Bool("debug", false, "log every FUSE request to stderr")
 		return func(e *env, args []string) error {
@@ -76,6 +85,7 @@ var demoParts = []func() *demoPart{
 	namespaceDemo, // demo_namespace.go
 	notifyDemo,    // demo_notify.go
 	hsmDemo,       // demo_hsm.go
+	cryptDemo,     // demo_crypt.go
 }
 
 // demoPart is what one filter contributes to the demo. Every hook is
@@ -85,9 +95,17 @@ var demoParts = []func() *demoPart{
 type demoPart struct {
 	// name is the filter's name, as the stack lists it.
 	name string
-	// prepare runs once the sample tree is in d.backing, before it is
-	// listed: it may add files to it or make directories in d.tmp.
+	// prepare runs before the sample tree is written to the (empty)
+	// backing directory: it may add files to the tree (d.addFile), set
+	// the backing directory up (crypt's settings) or make directories in
+	// d.tmp.
 	prepare func(d *demo) error
+	// writer returns the filters the sample tree must be written
+	// through: those that change how files are stored in the backing
+	// directory (crypt). With any, the tree is written through a mount of
+	// them alone over the passthrough, unmounted before the demo's stack
+	// is built; without, it is copied into the backing directory.
+	writer func(d *demo) ([]layer.Filter, error)
 	// describe prints, in the step that introduces the stack, what the
 	// filter is configured with.
 	describe func(d *demo) error
@@ -135,6 +153,88 @@ type demo struct {
 	// watch is the notify part's source of events, for every part's
 	// steps to check what watchers see (nil when notify is left out).
 	watch func() *demoWatch
+
+	files []demoFile // added to the sample tree by the parts (addFile)
+	// logged keeps the filters' warnings and errors, for steps to show
+	// the log line a behaviour leaves.
+	logged *demoLog
+	// hsmStore is the HSM's store directory ("" without hsm).
+	hsmStore string
+	// storedName maps a path as the filters above crypt see it
+	// (README.txt) to the path the backing directory stores it under,
+	// and decrypt maps a backing file's content to what they read; both
+	// are set by the crypt part (nil without crypt). See backingPath and
+	// readBacking.
+	storedName func(rel string) (string, error)
+	decrypt    func(b []byte) ([]byte, error)
+}
+
+// demoFile is a file a part adds to the sample tree.
+type demoFile struct {
+	path string // slash-separated, relative to the tree
+	data []byte
+}
+
+// addFile adds a file to the sample tree (from a prepare hook).
+func (d *demo) addFile(path string, data []byte) {
+	d.files = append(d.files, demoFile{path, data})
+}
+
+// has reports whether the part named name is in the stack.
+func (d *demo) has(name string) bool {
+	p := d.part(name)
+	return p != nil && p.skipped == ""
+}
+
+// backingPath returns the backing file of rel, a path as the filters
+// above crypt see it: under its encrypted name when crypt is in the stack.
+func (d *demo) backingPath(rel string) (string, error) {
+	if d.storedName != nil {
+		var err error
+		if rel, err = d.storedName(rel); err != nil {
+			return "", err
+		}
+	}
+	return filepath.Join(d.backing, filepath.FromSlash(rel)), nil
+}
+
+// readBacking reads the backing file of rel (see backingPath) directly,
+// and returns its content as the filters above crypt see it: decrypted,
+// with the demo's key, when crypt is in the stack.
+func (d *demo) readBacking(rel string) ([]byte, error) {
+	p, err := d.backingPath(rel)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(p)
+	if err != nil || d.decrypt == nil {
+		return b, err
+	}
+	return d.decrypt(b)
+}
+
+// demoLog keeps log records, as text without times.
+type demoLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *demoLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// take returns the lines logged since the last take.
+func (l *demoLog) take() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := strings.TrimSpace(l.buf.String())
+	l.buf.Reset()
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, "\n")
 }
 
 func runDemo(e *env, debug bool) (err error) {
@@ -164,17 +264,32 @@ func runDemo(e *env, debug bool) (err error) {
 		return err
 	}
 
-	d.printf("vfsfilter demo: the filters %s over a sample tree\n", d.partNames())
-	d.step("The backing directory")
-	if err := copyTree(demoFiles, "demodata/tree", d.backing); err != nil {
+	if err := os.Mkdir(d.backing, 0o755); err != nil {
 		return err
 	}
-	d.printf("Copied the sample tree to %s.\n", d.backing)
+	// The filters log to a buffer that steps read (warnings and errors
+	// only), and with --debug to stderr.
+	d.logged = &demoLog{}
+	var out slog.Handler = slog.DiscardHandler
+	if debug {
+		out = slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelDebug})
+	}
+	d.log = slog.New(slog.NewMultiHandler(out, slog.NewTextHandler(d.logged, &slog.HandlerOptions{
+		Level: slog.LevelWarn,
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		},
+	})))
+
+	d.printf("vfsfilter demo: the filters %s over a sample tree\n", d.partNames())
+	d.step("The backing directory")
 	if err := d.eachPart(func(p *demoPart) error { return call(p.prepare, d) }); err != nil {
 		return err
 	}
-	d.printf("The backing directory holds:\n")
-	if err := d.listTree(d.backing); err != nil {
+	if err := d.writeTree(debug); err != nil {
 		return err
 	}
 
@@ -184,10 +299,6 @@ func runDemo(e *env, debug bool) (err error) {
 	}
 
 	d.step("Mounting")
-	d.log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	if debug {
-		d.log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
 	d.stack, err = d.buildStack()
 	if err != nil {
 		return err
@@ -288,6 +399,100 @@ func (d *demo) partNames() string {
 	return strings.Join(names, ", ")
 }
 
+// writeTree writes the sample tree, and the files the parts added, to the
+// backing directory: through a mount of the parts' writer filters when
+// there are any (see demoPart.writer), or by copying.
+func (d *demo) writeTree(debug bool) error {
+	var filters []layer.Filter
+	var names []string
+	err := d.eachPart(func(p *demoPart) error {
+		if p.writer == nil {
+			return nil
+		}
+		fs, err := p.writer(d)
+		filters = append(filters, fs...)
+		if err == nil {
+			names = append(names, p.name)
+		}
+		return err
+	})
+	if err != nil {
+		closeFilters(filters)
+		return err
+	}
+	if len(filters) == 0 {
+		if err := d.copySample(d.backing); err != nil {
+			return err
+		}
+		d.printf("Copied the sample tree to %s. It holds:\n", d.backing)
+		return d.listTree(d.backing)
+	}
+	pt, err := layer.NewPassthrough(d.backing)
+	if err != nil {
+		closeFilters(filters)
+		return err
+	}
+	stack, err := layer.NewStack(d.log, append([]layer.Filter{pt}, filters...)...)
+	if err != nil {
+		closeFilters(append(filters, pt))
+		return err
+	}
+	dir := filepath.Join(d.tmp, "write")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		stack.Close()
+		return err
+	}
+	srv, err := layer.Mount(dir, stack, layer.MountOptions{Debug: debug, Logger: d.log, FsName: "vfsfilter-demo"})
+	if err != nil {
+		stack.Close()
+		return withCode(classifyMountError(err), fmt.Errorf("cannot mount the demo: %w", err))
+	}
+	err = d.copySample(dir)
+	if err == nil {
+		d.printf("Mounted it at %s\nthrough %s alone (without the namespace rules, which refuse to create the\nhidden *.tmp files) and copied the sample tree into it. Through that mount,\nit holds:\n", dir, strings.Join(names, ", "))
+		err = d.listTree(dir)
+	}
+	if uerr := srv.Unmount(); uerr != nil {
+		if _, lerr := unmountFUSE(dir, true); lerr != nil {
+			return fmt.Errorf("cannot unmount %s: %v; lazy unmount failed too: %v", dir, uerr, lerr)
+		}
+	} else {
+		srv.Wait()
+	}
+	stack.Close()
+	if err != nil {
+		return err
+	}
+	d.printf("Unmounted it. The backing directory itself now holds ciphertext only (the\ncrypt steps below list it).\n")
+	return os.Remove(dir)
+}
+
+// copySample copies the sample tree and the files the parts added to
+// dst, an existing directory.
+func (d *demo) copySample(dst string) error {
+	if err := copyTree(demoFiles, "demodata/tree", dst); err != nil {
+		return err
+	}
+	for _, f := range d.files {
+		p := filepath.Join(dst, filepath.FromSlash(f.path))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(p, f.data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func closeFilters(filters []layer.Filter) {
+	for _, f := range filters {
+		if c, ok := f.(io.Closer); ok {
+			c.Close()
+		}
+	}
+}
+
 // buildStack stacks every part's filters on the passthrough to the
 // backing directory; layer.NewStack orders them by altitude.
 func (d *demo) buildStack() (*layer.Stack, error) {
@@ -310,11 +515,7 @@ func (d *demo) buildStack() (*layer.Stack, error) {
 			return stack, nil
 		}
 	}
-	for _, f := range filters {
-		if c, ok := f.(io.Closer); ok {
-			c.Close()
-		}
-	}
+	closeFilters(filters)
 	return nil, err
 }
 
@@ -395,6 +596,8 @@ func errnoName(en syscall.Errno) string {
 		return "EXDEV"
 	case syscall.EACCES:
 		return "EACCES"
+	case syscall.EIO:
+		return "EIO"
 	}
 	return fmt.Sprintf("errno %d", int(en))
 }
@@ -436,7 +639,7 @@ func (d *demo) listTree(root string) error {
 	return nil
 }
 
-// copyTree copies the directory dir of fsys to dst, which must not exist.
+// copyTree copies the directory dir of fsys to dst, which may exist.
 func copyTree(fsys fs.FS, dir, dst string) error {
 	return fs.WalkDir(fsys, dir, func(p string, de fs.DirEntry, err error) error {
 		if err != nil {
@@ -445,6 +648,9 @@ func copyTree(fsys fs.FS, dir, dst string) error {
 		rel := strings.TrimPrefix(strings.TrimPrefix(p, dir), "/")
 		target := filepath.Join(dst, filepath.FromSlash(rel))
 		if de.IsDir() {
+			if rel == "" {
+				return os.MkdirAll(target, 0o755)
+			}
 			return os.Mkdir(target, 0o755)
 		}
 		b, err := fs.ReadFile(fsys, p)

@@ -82,16 +82,16 @@ type hsmBackingFile struct {
 func (h *hsmDemoState) prepare(d *demo) error {
 	h.big = make([]byte, demoBigSize)
 	rand.NewChaCha8([32]byte{'v', 'f', 's', 'f', 'i', 'l', 't', 'e', 'r'}).Read(h.big)
-	p := filepath.Join(d.backing, filepath.FromSlash(demoBigFile))
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return err
-	}
-	if err := os.WriteFile(p, h.big, 0o644); err != nil {
-		return err
-	}
+	d.addFile(demoBigFile, h.big)
 	d.printf("Added %s, %s of generated data, for the HSM to migrate.\n", demoBigFile, humanBytes(demoBigSize))
 	// The HSM records each file's state in a trusted.* extended
-	// attribute: see whether this process may write one there.
+	// attribute: see whether this process may write one on a file next
+	// to the backing directory.
+	p := filepath.Join(d.tmp, "xattr-probe")
+	if err := os.WriteFile(p, nil, 0o600); err != nil {
+		return err
+	}
+	defer os.Remove(p)
 	const probe = "trusted.vfsfilter.demo-probe"
 	switch err := unix.Setxattr(p, probe, []byte("1"), 0); {
 	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
@@ -106,6 +106,9 @@ func (h *hsmDemoState) prepare(d *demo) error {
 	}
 	var err error
 	h.store, err = hsm.CreateDirStore(filepath.Join(d.tmp, "store"))
+	if err == nil {
+		d.hsmStore = h.store.Dir()
+	}
 	return err
 }
 
@@ -177,7 +180,12 @@ func (h *hsmDemoState) stepMigrate(d *demo) error {
 	if sum.n != len(h.files) {
 		return fmt.Errorf("migrated %d files, want %d", sum.n, len(h.files))
 	}
-	d.printf("Each file was copied to the store, verified there, and only then emptied.\nREADME.md is README.txt underneath: the HSM takes the names users see.\n")
+	d.printf("Each file was copied to the store, verified there, and only then emptied.\n")
+	if d.has("crypt") {
+		d.printf("README.md is README.txt below namespace, and an encrypted name below crypt,\nwhere the HSM works: \"vfsfilter hsm\" takes the names users see.\n")
+	} else {
+		d.printf("README.md is README.txt underneath: the HSM takes the names users see.\n")
+	}
 	return nil
 }
 
@@ -198,16 +206,20 @@ func (h *hsmDemoState) stepMountView(d *demo) error {
 }
 
 func (h *hsmDemoState) stepStubs(d *demo) error {
-	d.printf("The backing files, directly (st_blocks counts the 512-byte blocks du adds up):\n")
-	d.printf("    %-18s %11s %6s %17s %6s\n", "", "size before", "after", "st_blocks before", "after")
 	bfs, err := h.backingFiles(d)
 	if err != nil {
 		return err
 	}
+	d.printf("The backing files (found through the stack, as the HSM finds them):\n")
+	for i, hf := range h.files {
+		d.printf("    %-18s is %s\n", hf.path, bfs[i].name)
+	}
+	d.printf("directly (st_blocks counts the 512-byte blocks du adds up):\n")
+	d.printf("    %-18s %11s %6s %17s %6s\n", "", "size before", "after", "st_blocks before", "after")
 	var freed int64
 	for i, hf := range h.files {
 		was, now := hf.backing, bfs[i]
-		d.printf("    %-18s %11d %6d %17d %6d\n", now.name, was.size, now.size, was.blocks, now.blocks)
+		d.printf("    %-18s %11d %6d %17d %6d\n", hf.path, was.size, now.size, was.blocks, now.blocks)
 		// The HSM's record may take one 4 KiB block (ext4 keeps
 		// extended attributes that do not fit the inode in a block).
 		if now.size != 0 || now.blocks > 8 || now.blocks > was.blocks {
@@ -247,7 +259,13 @@ func (h *hsmDemoState) stepStore(d *demo) error {
 	if len(objects) != len(h.files) {
 		return fmt.Errorf("%d objects in the store, want %d", len(objects), len(h.files))
 	}
-	return h.printStatus(d, "migrated", "migrated")
+	if err := h.printStatus(d, "migrated", "migrated"); err != nil {
+		return err
+	}
+	if d.has("crypt") {
+		d.printf("SIZE is the size users see; the HSM, below crypt, stores ciphertext: README.md's\n%d bytes are %d in the store.\n", h.files[1].size, h.files[1].backing.size)
+	}
+	return nil
 }
 
 func (h *hsmDemoState) stepRecall(d *demo) error {
@@ -285,7 +303,7 @@ func (h *hsmDemoState) stepRecall(d *demo) error {
 		return err
 	}
 	was, now := h.files[0].backing, bfs[0]
-	d.printf("The backing %s is whole again (%d bytes, %d blocks) and still\nin the store: migrating it again only empties it. README.md, not read, is\nstill a stub.\n", now.name, now.size, now.blocks)
+	d.printf("The backing file of %s is whole again (%d bytes, %d\nblocks) and still in the store: migrating it again only empties it.\nREADME.md, not read, is still a stub.\n", demoBigFile, now.size, now.blocks)
 	if now.size != was.size {
 		return fmt.Errorf("backing %s: %d bytes after the recall, want %d", now.name, now.size, was.size)
 	}
@@ -298,7 +316,14 @@ func (h *hsmDemoState) stepNoEvents(d *demo) error {
 		return nil
 	}
 	d.printf("The HSM truncated two backing files, set their records, wrote one back\nand wrote its journal: none of that is a change users made. Another program\nnow touches a file underneath, to show the watch is listening:\n")
-	if err := d.underneath(`touch "$1"`, filepath.Join(d.backing, "src", "hello.c")); err != nil {
+	hello, err := d.backingPath("src/hello.c")
+	if err != nil {
+		return err
+	}
+	if d.has("crypt") {
+		d.printf("(src/hello.c, by its encrypted name:)\n")
+	}
+	if err := d.underneath(`touch "$1"`, hello); err != nil {
 		return err
 	}
 	want := []string{"attrib src/hello.c (backing)"}
@@ -331,8 +356,7 @@ func (h *hsmDemoState) status(d *demo) ([]hsm.FileStatus, error) {
 		if err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}
-		st, err := h.f.Status(fd)
-		st.Path = p
+		st, err := h.f.StatusOf(context.Background(), d.stack, p, fd)
 		out = append(out, st)
 		return err
 	})
@@ -357,6 +381,8 @@ func (h *hsmDemoState) printStatus(d *demo, want ...string) error {
 		if st.State != want[i] {
 			return fmt.Errorf("%s is %s, want %s", st.Path, st.State, want[i])
 		}
+		// Status reports the size users see, whatever the filters
+		// above the HSM make of the bytes it stores.
 		if st.Size != h.files[i].size {
 			return fmt.Errorf("%s: status says %d bytes, want %d", st.Path, st.Size, h.files[i].size)
 		}

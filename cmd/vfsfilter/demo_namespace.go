@@ -106,11 +106,14 @@ func (ns *namespaceDemoState) stepStat(d *demo) error {
 		want := int64(len("vfsfilter demo 1.0\n"))
 		what := "the length of its content"
 		if p[1] != "" {
-			bst, err := os.Stat(filepath.Join(d.backing, p[1]))
+			b, err := d.readBacking(p[1])
 			if err != nil {
 				return err
 			}
-			want, what = bst.Size(), "the size of the backing "+p[1]
+			want, what = int64(len(b)), "the size of the backing "+p[1]
+			if d.has("crypt") {
+				what += " (decrypted)"
+			}
 		}
 		d.printf("%-10s %3d bytes, mode %v: %s\n", p[0], st.Size(), st.Mode(), what)
 		if st.Size() != want {
@@ -133,11 +136,19 @@ func (ns *namespaceDemoState) stepWriteRenamed(d *demo) error {
 	if err != nil {
 		return err
 	}
-	b, err := os.ReadFile(filepath.Join(d.backing, "README.txt"))
+	b, err := d.readBacking("README.txt")
 	if err != nil {
 		return err
 	}
-	d.printf("Appended a line to README.md in the mount; the backing README.txt now reads:\n")
+	if d.has("crypt") {
+		bp, err := d.backingPath("README.txt")
+		if err != nil {
+			return err
+		}
+		d.printf("Appended a line to README.md in the mount. The backing README.txt (stored by\ncrypt as %s), decrypted with the demo's key, now reads:\n", strings.TrimPrefix(bp, d.backing+"/"))
+	} else {
+		d.printf("Appended a line to README.md in the mount; the backing README.txt now reads:\n")
+	}
 	d.printIndented(string(b))
 	if !strings.HasSuffix(string(b), line) {
 		return fmt.Errorf("the backing README.txt does not end with the appended line")
@@ -163,7 +174,11 @@ func (ns *namespaceDemoState) stepCreateHidden(d *demo) error {
 	if !errors.Is(err, syscall.EPERM) {
 		return fmt.Errorf("want EPERM, got %v", err)
 	}
-	if _, err := os.Lstat(filepath.Join(d.backing, "new.tmp")); !errors.Is(err, fs.ErrNotExist) {
+	bp, err := d.backingPath("new.tmp")
+	if err != nil {
+		return err
+	}
+	if _, err := os.Lstat(bp); !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("new.tmp appeared in the backing directory (%v)", err)
 	}
 	d.printf("The create never reached the backing directory: a hidden name must not be\ncreated where nobody could see it again.\n")

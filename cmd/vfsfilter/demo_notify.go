@@ -66,15 +66,26 @@ func (nd *notifyDemoState) stepWatch(d *demo) error {
 	if err := os.WriteFile(notes, []byte("written through the mount\n"), 0o644); err != nil {
 		return err
 	}
-	d.printf("Another program saves README.txt underneath as editors do: it writes a\ntemporary file, then renames it over the original:\n")
-	readme, tmp := filepath.Join(d.backing, "README.txt"), filepath.Join(d.backing, "README.tmp")
-	if err := d.underneath(`{ cat "$1"; echo 'This line was added in the backing directory.'; } > "$2" && mv "$2" "$1"`, readme, tmp); err != nil {
+	log, err := d.backingPath("build/output.log")
+	if err != nil {
+		return err
+	}
+	cache, err := d.backingPath("cache.tmp")
+	if err != nil {
+		return err
+	}
+	if d.has("crypt") {
+		d.printf("Another program, working directly in the backing directory, deletes\nbuild/output.log and the hidden cache.tmp: by their encrypted names, all it\ncan see there:\n")
+	} else {
+		d.printf("Another program, working directly in the backing directory, deletes\nbuild/output.log and the hidden cache.tmp:\n")
+	}
+	if err := d.underneath(`rm "$1" "$2"`, log, cache); err != nil {
 		return err
 	}
 	want := []string{
 		"create notes.txt (mount)",
 		"modify notes.txt (mount)",
-		"create README.md (backing)",
+		"remove build/output.log (backing)",
 	}
 	got, err := w.collect(len(want))
 	d.printf("The watch reports, in the names users see (time, event, path; after \"#\",\nwhere the change was made, which --json gives as \"source\"):\n")
@@ -82,7 +93,11 @@ func (nd *notifyDemoState) stepWatch(d *demo) error {
 	if err != nil {
 		return err
 	}
-	d.printf("README.tmp is hidden: writing it was not reported, and renaming it over\nREADME.txt reads, to users, as a new README.md. The backing watch used %s.\n", nd.n.Watcher())
+	if d.has("crypt") {
+		d.printf("The backing watch (%s) saw encrypted names; crypt decrypted them and\nnamespace dropped cache.tmp, which is hidden: removing it was not reported.\n", nd.n.Watcher())
+	} else {
+		d.printf("cache.tmp is hidden: removing it was not reported. The backing watch used\n%s.\n", nd.n.Watcher())
+	}
 	return checkEvents(got, want)
 }
 

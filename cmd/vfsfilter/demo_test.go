@@ -19,8 +19,9 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("exit code %d, stderr:\n%s\nstdout:\n%s", code, stderr, stdout)
 	}
 	for _, want := range []string{
-		"\nThe stack, top first: notify,namespace,hsm,notify-source,passthrough\n",
-		"create README.md",
+		"\nThe stack, top first: notify,namespace,crypt,hsm,notify-source,passthrough\n",
+		"remove build/output.log",
+		"block 1 (bytes  4096- 8191): Input/output error (EIO)",
 		"premigrated  1.5MiB",
 		"\nUnmounted ",
 	} {
