@@ -28,6 +28,8 @@ func TestMain(m *testing.M) {
 		helperLatency(os.Args[len(os.Args)-1])
 	case "flood":
 		helperFlood(os.Args[len(os.Args)-1])
+	case "churn":
+		helperChurn(os.Args[len(os.Args)-1])
 	}
 	os.Exit(0)
 }
@@ -66,6 +68,27 @@ func helperFlood(dir string) {
 		time.Sleep(time.Millisecond)
 	}
 	fmt.Println(n, time.Since(start).Seconds())
+}
+
+// helperChurn makes short-lived directories with entries in them, as fast
+// as it can: gone before a watch reads their events.
+func helperChurn(dir string) {
+	n, err := strconv.Atoi(os.Getenv("VFS_NOTIFY_CHURN"))
+	if err != nil {
+		n = 2000
+	}
+	for i := 0; i < n; i++ {
+		d := fmt.Sprintf("%s/c%d", dir, i)
+		if err := os.MkdirAll(d+"/sub", 0o755); err != nil {
+			panic(err)
+		}
+		if err := os.WriteFile(d+"/x", []byte("x"), 0o644); err != nil {
+			panic(err)
+		}
+		if err := os.RemoveAll(d); err != nil {
+			panic(err)
+		}
+	}
 }
 
 func helper(t *testing.T, kind, dir string) *exec.Cmd {

@@ -12,21 +12,17 @@
 //     in place, so its pre-callbacks keep the visible paths for the
 //     post-callbacks. Requests marked Call.Internal (filters' own I/O, the
 //     replay thread) are never reported.
-//   - [Source], just above the passthrough ([AltitudeSource]). It registers
-//     no callback and owns the watch on the backing directory; what the
-//     watch finds it publishes in backing names with Attachment.Publish, so
-//     the event travels up through every filter (crypt decrypts names,
-//     namespace hides and renames, HSM drops its own work) and reaches the
-//     Filter's FilterEvent in visible names.
-//   - the backing watch: fanotify with a filesystem mark, which tells who
-//     made a change: events whose pid is the daemon's are dropped, because
-//     they are changes made through the mount (already reported) or the
-//     filters' own work (an HSM recall). Without fanotify, inotify with one
-//     watch per directory, which cannot tell: then the Filter records every
-//     change it is about to pass down and drops the backing watch's report
-//     of the same kind on the same name within two seconds
-//     (Notifier.seen). A change underneath that equals one just made
-//     through the mount is then reported once, not twice.
+//   - [Source], just above the passthrough ([AltitudeSource]). It owns the
+//     watch on the backing directory; what the watch finds it publishes in
+//     backing names with Attachment.Publish, so the event travels up
+//     through every filter (crypt decrypts names, namespace hides and
+//     renames) and reaches the Filter's FilterEvent in visible names.
+//     Every op that reaches the backing directory passes through it, the
+//     user's and the filters' own alike, so it is the Source, where
+//     backing paths are known, that drops the watch's reports of the
+//     daemon's own changes before publishing them (below).
+//   - the backing watch: fanotify with a filesystem mark, or, without
+//     fanotify, inotify with one watch per directory.
 //   - the invalidator: for each backing event it drops what the kernel
 //     caches about the names involved (layer.Server.Invalidate), so a stat
 //     through the mount sees a change underneath at once even with long
@@ -46,12 +42,60 @@
 // comparing the backing file's size and times with those at open. While a
 // file is open for writing through the mount, modify and attrib events the
 // backing watch reports for it are dropped for that reason: the close
-// reports them.
+// reports them (see above for after the close).
+//
+// # The daemon's own changes
+//
+// The watch reports every change to the backing directory, the daemon's
+// own too: those made through the mount (already reported by the Filter)
+// and the filters' work (an HSM migration or recall, crypt's headers),
+// which users never see. The Source drops them:
+//
+//   - fanotify tells who made a change: events whose pid is the daemon's
+//     are dropped, exactly. Writes the kernel makes on the daemon's behalf
+//     to the backing file of a handle in FUSE passthrough mode come under
+//     the writer's pid, so the Source tracks users' handles open for
+//     writing (Open, Create, Release callbacks): while one is open, modify
+//     and attrib reports for the file are dropped (the close reports the
+//     writes); at its release the Source takes the backing file's stamp
+//     (inode, size, mtime, ctime, from the handle's fd), and a modify or
+//     attrib reported within two seconds is dropped only if the file, asked
+//     of the passthrough (a GetattrOp below the Source, never the
+//     mountpoint), still has that stamp. ctime moves on every change of
+//     data or metadata, so a change by another program right after the
+//     close is reported (and invalidated).
+//   - inotify cannot tell, so the Source records what the daemon does, in
+//     backing paths. Each op that changes the backing directory (create,
+//     mknod, mkdir, symlink, link, unlink, rmdir, rename, setattr,
+//     setxattr, removexattr, open with O_TRUNC) records in its
+//     pre-callback the creation, removal or rename it is about to cause
+//     (the watch may read it before the post-callback runs) and, in its
+//     post-callback, the file's stamp after it; a create, remove or rename
+//     of the same name and kind within two seconds is the op's, a modify or
+//     attrib is while the op runs and afterwards as long as the stamp
+//     holds. Every handle opened through the Source counts: while it is
+//     open, modify and attrib reports of the file are the daemon's (its
+//     writes, and filters' work on its fd: the HSM writes recalled data
+//     with syscalls on a reopened fd, which no op shows); at its release, a
+//     writable handle leaves the file's stamp as above, and a read-only
+//     one leaves two seconds in which modify and attrib are the daemon's
+//     (a recall started by a read may end after the reader closed). Writes,
+//     fallocate and copy_file_range need no callback: they happen while
+//     their handle is open. With fanotify these callbacks would be pure
+//     cost, so they are registered only for inotify.
+//
+// A report judged by a stamp that finds no file, or another inode, under
+// its name is stale: it was queued before the removal or replacement,
+// whose own report follows.
 //
 // Nothing is lost silently: when the backing watch overflows (fanotify's
-// or inotify's queue), cannot place a change (its directory is gone and
-// was never seen), or a subscriber reads too slowly, a rescan event names
-// the subtree to read again ("" for the whole mount).
+// or inotify's queue), cannot place a change, or a subscriber reads too
+// slowly, a rescan event names the subtree to read again ("" for the
+// whole mount). fanotify watches the whole file system; a change in a
+// directory it cannot place (gone before its event was read) is one
+// elsewhere on the file system, dropped silently, unless a directory made
+// inside the tree was itself gone before the watch could take its handle:
+// until that directory's removal is read, such changes are a rescan of it.
 //
 // # Replaying changes for inotify watchers of the mount
 //
@@ -105,9 +149,12 @@
 //     blocking (a full queue drops the replay, counted and logged: inotify
 //     watchers of the mount then miss that change; the watch stream and
 //     the invalidation still have it).
-//  6. The backing watch waits for nothing but its file descriptor; its
+//  6. The backing watch waits for nothing but its file descriptor and,
+//     to judge a report by a file's stamp, a GetattrOp on the passthrough,
+//     which waits only for the backing file system (never the mount); its
 //     events are published synchronously up the stack, into (1)-style
-//     non-blocking queues. fanotify and inotify notification events never
+//     non-blocking queues. The Source's callbacks take one short mutex,
+//     which the watch never holds across a stat. fanotify and inotify notification events never
 //     block the process that made the change: a full kernel queue
 //     overflows, which becomes a rescan.
 //
@@ -129,7 +176,15 @@
 // on it. The inotify fallback watches directories as it learns of them:
 // entries made in a new directory before its watch exists are found by
 // scanning it and reported as creations, but a short-lived entry can be
-// missed. fanotify needs CAP_SYS_ADMIN and a file system that supports
+// missed. The kernel sends RELEASE after close(2) returns, not with it:
+// a change made underneath in the moment between a writer's close and its
+// release is taken for the writer's and not reported. With inotify, a
+// change another program makes to a file while
+// the daemon has it open (or while one of its ops changes it, or within
+// two seconds after a read-only handle of it was closed) is taken for the
+// daemon's and not reported; the proper place to drop a filter's work on
+// an fd (an HSM recall) is that filter's FilterEvent, which knows it
+// exactly. fanotify needs CAP_SYS_ADMIN and a file system that supports
 // file handles (ext4, xfs, btrfs, tmpfs); a FUSE or network backing
 // directory falls back to inotify.
 package notify

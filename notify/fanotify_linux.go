@@ -28,6 +28,17 @@ import (
 // directory's path comes from a map of handles kept current as
 // directories are created, renamed and removed, or from open_by_handle_at.
 // Changes elsewhere on the file system are dropped.
+//
+// A directory handle that neither the map nor open_by_handle_at can place
+// (the directory is gone) is one elsewhere on the file system: every
+// directory inside the tree is in the map, from the walk at the start or
+// from the event that made it or moved it in, unless it was gone before
+// that event was read. Those, the lost directories, are remembered by path
+// until their removal is read; while there are any, a handle that cannot
+// be placed may be one of them, and each becomes a rescan of its subtree.
+// Otherwise the event is dropped: short-lived directories elsewhere on the
+// file system (build trees, package managers) are none of the mount's
+// business.
 type fanWatcher struct {
 	f      *os.File
 	root   string // resolved backing dir
@@ -42,6 +53,9 @@ type fanWatcher struct {
 	// not below root.
 	dirs    map[string]string
 	outside map[string]struct{}
+	// lost holds directories inside the tree that were gone before
+	// their handle could be taken, until their removal is read.
+	lost map[string]struct{}
 }
 
 const fanMask = unix.FAN_CREATE | unix.FAN_DELETE | unix.FAN_RENAME | unix.FAN_MODIFY | unix.FAN_ATTRIB | unix.FAN_ONDIR
@@ -70,6 +84,7 @@ func startFanotify(root string, emit func(layer.Event), log *slog.Logger) (*fanW
 		done:    make(chan struct{}),
 		dirs:    map[string]string{},
 		outside: map[string]struct{}{},
+		lost:    map[string]struct{}{},
 	}
 	// Know every directory before the first event: a directory removed
 	// before its events are read can no longer be resolved by handle.
@@ -94,14 +109,39 @@ func handleKey(typ int32, b []byte) string {
 	return string(t[:]) + string(b)
 }
 
-// remember records the handle of the directory at rel.
-func (w *fanWatcher) remember(rel string) {
+// remember records the handle of the directory at rel and reports whether
+// it could.
+func (w *fanWatcher) remember(rel string) bool {
 	h, _, err := unix.NameToHandleAt(w.rootFd, rel, 0)
 	if rel == "" {
 		h, _, err = unix.NameToHandleAt(w.rootFd, "", unix.AT_EMPTY_PATH)
 	}
 	if err == nil {
 		w.dirs[handleKey(h.Type(), h.Bytes())] = rel
+	}
+	return err == nil
+}
+
+// learn records a directory that appeared inside the tree at rel (made
+// there or moved in); one already gone is lost (see fanWatcher).
+func (w *fanWatcher) learn(rel string) {
+	if !w.remember(rel) {
+		if len(w.lost) < 1<<12 {
+			w.lost[rel] = struct{}{}
+		} else {
+			// Too many to track: what happens in it is unknown now.
+			w.emit(layer.Event{Kind: layer.EventRescan, Path: rel, Time: time.Now()})
+		}
+	}
+}
+
+// gone forgets the directory at rel and below, removed or moved out.
+func (w *fanWatcher) gone(rel string) {
+	w.renamed(rel, "", true)
+	for p := range w.lost {
+		if p == rel || strings.HasPrefix(p, rel+"/") {
+			delete(w.lost, p)
+		}
 	}
 }
 
@@ -119,8 +159,18 @@ func (w *fanWatcher) prime() {
 }
 
 // resolve returns the path (relative to root) of the directory with the
-// handle, whether it is inside root, and whether it could be resolved.
+// handle, whether it is inside root, and whether it could be placed. A
+// handle that cannot be resolved is outside the tree, unless directories
+// inside it were lost (see fanWatcher): then it is not placed.
 func (w *fanWatcher) resolve(typ int32, h []byte) (rel string, inside, ok bool) {
+	rel, inside, ok = w.lookup(typ, h)
+	if !ok && len(w.lost) == 0 {
+		return "", false, true
+	}
+	return rel, inside, ok
+}
+
+func (w *fanWatcher) lookup(typ int32, h []byte) (rel string, inside, ok bool) {
 	key := handleKey(typ, h)
 	if rel, ok := w.dirs[key]; ok {
 		return rel, true, true
@@ -153,6 +203,14 @@ func (w *fanWatcher) resolve(typ int32, h []byte) (rel string, inside, ok bool) 
 // renamed rewrites the remembered paths of a directory moved from old to
 // new (new is "", with gone, when it left the tree).
 func (w *fanWatcher) renamed(old, new string, gone bool) {
+	if !gone {
+		for p := range w.lost {
+			if p == old || strings.HasPrefix(p, old+"/") {
+				delete(w.lost, p)
+				w.lost[new+p[len(old):]] = struct{}{}
+			}
+		}
+	}
 	for k, p := range w.dirs {
 		if p == old || strings.HasPrefix(p, old+"/") {
 			if gone {
@@ -193,11 +251,22 @@ type fid struct {
 
 func (w *fanWatcher) batch(buf []byte) {
 	now := time.Now()
-	rescanned := false
+	rescanned := map[string]bool{}
+	// rescan reports that everything must be read again.
 	rescan := func() {
-		if !rescanned {
+		if !rescanned[""] {
 			w.emit(layer.Event{Kind: layer.EventRescan, Time: now})
-			rescanned = true
+			rescanned[""] = true
+		}
+	}
+	// unplaced reports an event in a directory that cannot be placed:
+	// one of the lost directories (resolve), each a rescan.
+	unplaced := func() {
+		for p := range w.lost {
+			if !rescanned[p] && !rescanned[""] {
+				w.emit(layer.Event{Kind: layer.EventRescan, Path: p, Time: now})
+				rescanned[p] = true
+			}
 		}
 	}
 	const metaLen = int(unsafe.Sizeof(unix.FanotifyEventMetadata{}))
@@ -243,7 +312,7 @@ func (w *fanWatcher) batch(buf []byte) {
 		}
 		dir := m.Mask&unix.FAN_ONDIR != 0
 		if m.Mask&unix.FAN_RENAME != 0 && old != nil && new != nil {
-			w.rename(old, new, dir, now, rescan)
+			w.rename(old, new, dir, now, unplaced)
 		}
 		if main == nil {
 			continue
@@ -252,7 +321,7 @@ func (w *fanWatcher) batch(buf []byte) {
 		if !ok {
 			// Its directory is gone and was never seen: we cannot
 			// say what changed, only where to look again.
-			rescan()
+			unplaced()
 			continue
 		}
 		if !inside {
@@ -264,7 +333,7 @@ func (w *fanWatcher) batch(buf []byte) {
 		}
 		if m.Mask&unix.FAN_CREATE != 0 {
 			if dir {
-				w.remember(p)
+				w.learn(p)
 			}
 			w.emit(layer.Event{Kind: layer.EventCreate, Path: p, Dir: dir, Time: now})
 		}
@@ -276,7 +345,7 @@ func (w *fanWatcher) batch(buf []byte) {
 		}
 		if m.Mask&unix.FAN_DELETE != 0 {
 			if dir {
-				w.renamed(p, "", true)
+				w.gone(p)
 			}
 			w.emit(layer.Event{Kind: layer.EventRemove, Path: p, Dir: dir, Time: now})
 		}
@@ -299,12 +368,12 @@ func (w *fanWatcher) rename(old, new *fid, dir bool, now time.Time, rescan func(
 		w.emit(layer.Event{Kind: layer.EventRename, Path: np, OldPath: op, Dir: dir, Time: now})
 	case oin:
 		if dir {
-			w.renamed(op, "", true)
+			w.gone(op)
 		}
 		w.emit(layer.Event{Kind: layer.EventRemove, Path: op, Dir: dir, Time: now})
 	case nin:
 		if dir {
-			w.remember(np)
+			w.learn(np)
 		}
 		w.emit(layer.Event{Kind: layer.EventCreate, Path: np, Dir: dir, Time: now})
 	}

@@ -41,31 +41,9 @@ type Notifier struct {
 	// and the replay thread, once the mount serves.
 	pipe *pipeline
 
-	mu sync.Mutex
-	// expect holds changes made through the mount that the backing
-	// watch will report again when it cannot tell who made a change
-	// (inotify; and fanotify for writes the kernel makes on the user's
-	// behalf through FUSE passthrough). Keyed by visible path.
-	expect map[string]*expectation
-	// writers counts handles open for writing through the mount, per
-	// visible path: their writes may reach the backing file without the
-	// daemon (passthrough), under the writer's pid.
-	writers map[string]int
-	closed  bool
+	mu     sync.Mutex
+	closed bool
 }
-
-type expectation struct {
-	kinds   uint32 // bit per layer.EventKind
-	oldPath string
-	until   time.Time
-	// writerUntil: a handle open for writing through the mount was closed;
-	// until then modify/attrib reports of the backing watch are its own.
-	writerUntil time.Time
-}
-
-// expectWindow is how long a change made through the mount suppresses the
-// same change reported again by the backing watch.
-const expectWindow = 2 * time.Second
 
 // New returns a Notifier. Its two filters are n.Filter() (altitude
 // layer.AltitudeNotify) and n.Source() (AltitudeSource); both belong in the
@@ -76,11 +54,9 @@ func New(opts Options) (*Notifier, error) {
 		opts.Log = slog.Default()
 	}
 	n := &Notifier{
-		opts:    opts,
-		log:     opts.Log.With("filter", "notify"),
-		hub:     newHub(),
-		expect:  map[string]*expectation{},
-		writers: map[string]int{},
+		opts: opts,
+		log:  opts.Log.With("filter", "notify"),
+		hub:  newHub(),
 	}
 	n.top = &Filter{n: n}
 	n.src = &Source{n: n}
@@ -111,6 +87,7 @@ func (n *Notifier) Subscribe() *Subscription {
 // found underneath and, unless disabled or the mount is read-only, their
 // replay for inotify watchers of the mount.
 func (n *Notifier) Serve(srv *layer.Server) error {
+	n.src.openUp()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed || n.pipe != nil {
@@ -177,21 +154,17 @@ type Filter struct {
 
 type visiblePaths struct{ path, old string }
 
-// remember is the pre-callback of every op that can produce an event. It
-// keeps the op's visible paths for the post-callback and, when the backing
-// watch cannot tell who made a change (inotify), records the change the op
-// is about to make before it is made: the backing watch may read the
-// event before this op's post-callback runs.
-func remember[O layer.Op](f *Filter, paths func(O) (string, string, []layer.EventKind)) layer.PreFunc[O] {
+// remember is the pre-callback of every op that can produce an event: it
+// keeps the op's visible paths for the post-callback. (Telling the backing
+// watch's reports of these changes apart is the Source's business: it sees
+// the same ops, in backing names.)
+func remember[O layer.Op](f *Filter, paths func(O) (string, string)) layer.PreFunc[O] {
 	return func(c *layer.Call, op O) (layer.Status, layer.Errno) {
 		if c.Internal {
 			return layer.ContinueNoPost, 0
 		}
-		p, old, kinds := paths(op)
+		p, old := paths(op)
 		f.visible.Store(layer.Op(op), visiblePaths{p, old})
-		if len(kinds) > 0 && f.n.src.imprecise() {
-			f.n.expectChange(p, old, kinds...)
-		}
 		return layer.Continue, 0
 	}
 }
@@ -219,33 +192,21 @@ func (f *Filter) Close() error { return f.n.Close() }
 func (f *Filter) Attach(a *layer.Attachment) error {
 	f.att = a
 	a.Log = f.n.log
-	// What each op reports, and what the backing file system reports
-	// for it (a create is followed by the ownership change and the
-	// first write; a rename may be seen as a removal and a creation).
-	var (
-		created  = []layer.EventKind{layer.EventCreate, layer.EventAttrib, layer.EventModify}
-		removed  = []layer.EventKind{layer.EventRemove}
-		renamed  = []layer.EventKind{layer.EventRename}
-		attribs  = []layer.EventKind{layer.EventAttrib, layer.EventModify}
-		modified = []layer.EventKind{layer.EventModify, layer.EventAttrib}
-	)
-	layer.OnPre(a, remember(f, func(op *layer.CreateOp) (string, string, []layer.EventKind) { return op.Path, "", created }))
-	layer.OnPre(a, remember(f, func(op *layer.MknodOp) (string, string, []layer.EventKind) { return op.Path, "", created }))
-	layer.OnPre(a, remember(f, func(op *layer.MkdirOp) (string, string, []layer.EventKind) { return op.Path, "", created }))
-	layer.OnPre(a, remember(f, func(op *layer.SymlinkOp) (string, string, []layer.EventKind) { return op.Path, "", created }))
-	layer.OnPre(a, remember(f, func(op *layer.LinkOp) (string, string, []layer.EventKind) { return op.NewPath, "", created }))
-	layer.OnPre(a, remember(f, func(op *layer.UnlinkOp) (string, string, []layer.EventKind) { return op.Path, "", removed }))
-	layer.OnPre(a, remember(f, func(op *layer.RmdirOp) (string, string, []layer.EventKind) { return op.Path, "", removed }))
-	layer.OnPre(a, remember(f, func(op *layer.RenameOp) (string, string, []layer.EventKind) { return op.NewPath, op.OldPath, renamed }))
-	layer.OnPre(a, remember(f, func(op *layer.SetattrOp) (string, string, []layer.EventKind) { return op.Path, "", attribs }))
-	layer.OnPre(a, remember(f, func(op *layer.SetxattrOp) (string, string, []layer.EventKind) { return op.Path, "", attribs }))
-	layer.OnPre(a, remember(f, func(op *layer.RemovexattrOp) (string, string, []layer.EventKind) { return op.Path, "", attribs }))
-	layer.OnPre(a, remember(f, func(op *layer.OpenOp) (string, string, []layer.EventKind) {
-		if op.Flags&syscall.O_TRUNC != 0 {
-			return op.Path, "", modified
-		}
-		return op.Path, "", nil
-	}))
+	// The top attaches last: from now on the backing watch's events may
+	// travel up through every filter.
+	defer f.n.src.openUp()
+	layer.OnPre(a, remember(f, func(op *layer.CreateOp) (string, string) { return op.Path, "" }))
+	layer.OnPre(a, remember(f, func(op *layer.MknodOp) (string, string) { return op.Path, "" }))
+	layer.OnPre(a, remember(f, func(op *layer.MkdirOp) (string, string) { return op.Path, "" }))
+	layer.OnPre(a, remember(f, func(op *layer.SymlinkOp) (string, string) { return op.Path, "" }))
+	layer.OnPre(a, remember(f, func(op *layer.LinkOp) (string, string) { return op.NewPath, "" }))
+	layer.OnPre(a, remember(f, func(op *layer.UnlinkOp) (string, string) { return op.Path, "" }))
+	layer.OnPre(a, remember(f, func(op *layer.RmdirOp) (string, string) { return op.Path, "" }))
+	layer.OnPre(a, remember(f, func(op *layer.RenameOp) (string, string) { return op.NewPath, op.OldPath }))
+	layer.OnPre(a, remember(f, func(op *layer.SetattrOp) (string, string) { return op.Path, "" }))
+	layer.OnPre(a, remember(f, func(op *layer.SetxattrOp) (string, string) { return op.Path, "" }))
+	layer.OnPre(a, remember(f, func(op *layer.RemovexattrOp) (string, string) { return op.Path, "" }))
+	layer.OnPre(a, remember(f, func(op *layer.OpenOp) (string, string) { return op.Path, "" }))
 	layer.OnPost(a, f.postCreate)
 	layer.OnPost(a, f.postMknod)
 	layer.OnPost(a, f.postMkdir)
@@ -262,7 +223,6 @@ func (f *Filter) Attach(a *layer.Attachment) error {
 	layer.OnPost(a, f.postAllocate)
 	layer.OnPost(a, f.postCopyFileRange)
 	layer.OnPost(a, f.postFlush)
-	layer.OnPost(a, f.postRelease)
 	return nil
 }
 
@@ -435,9 +395,6 @@ func (f *Filter) opened(path string, flags uint32, h *layer.Handle) {
 	ws := &writeState{path: path, reported: time.Now()}
 	ws.stamp, _ = fstamp(h.Fd)
 	f.att.SetHandleContext(h, ws)
-	f.n.mu.Lock()
-	f.n.writers[path]++
-	f.n.mu.Unlock()
 }
 
 func (f *Filter) postOpen(c *layer.Call, op *layer.OpenOp, errno layer.Errno) layer.Errno {
@@ -510,74 +467,13 @@ func (f *Filter) postFlush(c *layer.Call, op *layer.FlushOp, errno layer.Errno) 
 	return errno
 }
 
-func (f *Filter) postRelease(c *layer.Call, op *layer.ReleaseOp, errno layer.Errno) layer.Errno {
-	ws, _ := f.att.HandleContext(op.Handle).(*writeState)
-	if ws == nil {
-		return errno
-	}
-	f.n.mu.Lock()
-	if f.n.writers[ws.path]--; f.n.writers[ws.path] <= 0 {
-		delete(f.n.writers, ws.path)
-	}
-	// The backing watch reports passthrough writes under the writer's
-	// pid, not the daemon's, and may deliver them after the close: for a
-	// moment they are still ours, whatever the watcher.
-	until := time.Now().Add(expectWindow)
-	f.n.expectLocked(ws.path, "", until, layer.EventModify, layer.EventAttrib)
-	f.n.expect[ws.path].writerUntil = until
-	f.n.mu.Unlock()
-	return errno
-}
-
-// expectChange records a change about to be made through the mount, so
-// that an imprecise backing watch does not report it a second time.
-func (n *Notifier) expectChange(path, old string, kinds ...layer.EventKind) {
-	until := time.Now().Add(expectWindow)
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.expectLocked(path, old, until, kinds...)
-	if old != "" {
-		// inotify reports a rename whose halves it cannot pair as a
-		// remove and a create.
-		n.expectLocked(old, "", until, layer.EventRemove)
-		n.expectLocked(path, "", until, layer.EventCreate)
-	}
-	if len(n.expect) > 1<<16 {
-		now := time.Now()
-		for p, e := range n.expect {
-			if now.After(e.until) {
-				delete(n.expect, p)
-			}
-		}
-	}
-}
-
-func (n *Notifier) expectLocked(path, old string, until time.Time, kinds ...layer.EventKind) {
-	e := n.expect[path]
-	if e == nil || time.Now().After(e.until) {
-		e = &expectation{}
-		n.expect[path] = e
-	}
-	for _, k := range kinds {
-		e.kinds |= 1 << k
-	}
-	if old != "" {
-		e.oldPath = old
-	}
-	e.until = until
-}
-
 // FilterEvent implements layer.EventFilter. Every event of the backing
 // watch ends here, in visible names, after every filter below translated
-// it or dropped it. The notify filter drops what it reported already (a
-// change made through the mount that the backing watch could not tell
-// apart), then hands the event to the invalidator (and the replay thread)
-// and lets it on to the subscribers.
+// it or dropped it (and the Source dropped the daemon's own changes). The
+// notify filter hands it to the invalidator (and the replay thread) and
+// lets it on to the subscribers.
 func (f *Filter) FilterEvent(ev *layer.Event) bool {
 	n := f.n
-	if ev.Kind != layer.EventRescan && n.seen(ev) {
-		return false
-	}
 	n.mu.Lock()
 	p := n.pipe
 	n.mu.Unlock()
@@ -585,32 +481,5 @@ func (f *Filter) FilterEvent(ev *layer.Event) bool {
 		p.push(*ev)
 	}
 	n.hub.publish(*ev, "backing")
-	return true
-}
-
-// seen reports whether ev repeats a change made through the mount.
-func (n *Notifier) seen(ev *layer.Event) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if (ev.Kind == layer.EventModify || ev.Kind == layer.EventAttrib) && n.writers[ev.Path] > 0 {
-		// Open for writing through the mount: passthrough writes reach
-		// the backing file under the writer's pid; the close reports
-		// them.
-		return true
-	}
-	if e := n.expect[ev.Path]; e != nil && (ev.Kind == layer.EventModify || ev.Kind == layer.EventAttrib) && time.Now().Before(e.writerUntil) {
-		return true
-	}
-	if !n.src.imprecise() {
-		// fanotify told the daemon's own changes apart by pid.
-		return false
-	}
-	e := n.expect[ev.Path]
-	if e == nil || time.Now().After(e.until) || e.kinds&(1<<ev.Kind) == 0 {
-		return false
-	}
-	if ev.Kind == layer.EventRename && e.oldPath != ev.OldPath {
-		return false
-	}
 	return true
 }

@@ -16,8 +16,8 @@ import (
 // inoWatcher watches the backing directory with inotify, one watch per
 // directory, for kernels or file systems without fanotify's filesystem
 // marks. inotify does not say who made a change, so the daemon's own
-// changes are reported too; the notify filter drops those it expects
-// (Notifier.seen). A directory created underneath is watched as soon as
+// changes are reported too; the Source drops those it expects
+// (Source.ours). A directory created underneath is watched as soon as
 // its creation is read, and scanned, since entries may have been made in
 // it before the watch existed; those are reported as creations.
 type inoWatcher struct {

@@ -30,6 +30,7 @@ type rigOpts struct {
 	hide     []string
 	rename   [][2]string // backing, visible
 	mount    layer.MountOptions
+	extra    []layer.Filter // more filters for the stack
 }
 
 func newRig(t testing.TB, o rigOpts) *rig {
@@ -65,7 +66,7 @@ func (r *rig) stack(t testing.TB, o rigOpts) *layer.Stack {
 		t.Fatal(err)
 	}
 	r.n = n
-	filters := []layer.Filter{pt, n.Source(), n.Filter()}
+	filters := append([]layer.Filter{pt, n.Source(), n.Filter()}, o.extra...)
 	if len(o.hide) > 0 || len(o.rename) > 0 {
 		rules := &namespace.Rules{}
 		for _, h := range o.hide {

@@ -1,11 +1,15 @@
 package notify
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/vfsfilter/vfsfilter/layer"
 )
@@ -16,12 +20,17 @@ import (
 // names, pass through all of them on their way up.
 const AltitudeSource = 10
 
-// Source is the bottom half of the notifier: a filter that registers no
-// callback (it costs no request anything) and owns the watch on the
-// backing directory. What the watch finds it publishes with
-// Attachment.Publish, so the event travels up through every filter above
-// (crypt decrypts names, namespace hides and renames, HSM drops its own
-// work) to the notify Filter at the top.
+// Source is the bottom half of the notifier: a filter just above the
+// passthrough that owns the watch on the backing directory. What the watch
+// finds it publishes with Attachment.Publish, so the event travels up
+// through every filter above (crypt decrypts names, namespace hides and
+// renames) to the notify Filter at the top.
+//
+// Every op that reaches the backing directory passes through it: the
+// user's, which the top filter reports, and the filters' own
+// (Call.Internal). So it is here, where backing paths are known, that the
+// watch's reports of the daemon's own changes are told apart from changes
+// made by other programs (see ours and doc.go).
 type Source struct {
 	n     *Notifier
 	att   *layer.Attachment
@@ -29,6 +38,84 @@ type Source struct {
 	w     watcher
 	count atomic.Uint64
 	last  layer.Event // last event published, to drop exact repeats
+
+	// The watch starts in Attach, bottom first: the filters above are
+	// not attached yet, and their FilterEvent must not run before. Events
+	// wait in held until the top Filter attached (open).
+	pmu     sync.Mutex
+	open    bool
+	held    []layer.Event
+	dropped bool // held overflowed: a rescan replaces what was lost
+
+	// imprecise: the watch cannot tell the daemon's changes by pid
+	// (inotify). Set in Attach before the watch starts, read-only after.
+	imprecise bool
+
+	fmu     sync.Mutex
+	names   map[string]*nameExpect // by backing path; imprecise only
+	files   map[string]*fileState  // by backing path
+	sweepAt int
+}
+
+// nameExpect is a create, remove or rename the daemon is making or made
+// (imprecise watch only).
+type nameExpect struct {
+	inflight int    // ops between pre- and post-callback
+	kinds    uint32 // bit per layer.EventKind
+	old      string // a rename's old name
+	until    time.Time
+}
+
+// fileState is what the source knows of one backing file's content and
+// attributes: modify and attrib reports of the watch are the daemon's own
+// while it has the file open for writing, while one of its ops changes
+// it, and afterwards as long as the file is as the daemon left it.
+type fileState struct {
+	writers  int // handles open for writing by users (their writes may bypass the daemon: FUSE passthrough)
+	handles  int // imprecise: every handle open through the source
+	inflight int // imprecise: changing ops between pre- and post-callback
+	// left is the file as the daemon's last change left it, until
+	// leftUntil: a report that finds it so is the daemon's.
+	left      fileStamp
+	leftOK    bool
+	leftUntil time.Time
+	// loose (imprecise): until then every modify or attrib is the
+	// daemon's (a read-only handle was closed: filters may still be
+	// working on the file's fd, as an HSM recall does).
+	loose time.Time
+}
+
+// fileStamp is what changes whenever a file changes: ctime moves on every
+// change of data or metadata; size and mtime make it exact even within
+// one tick of a coarse clock for appends and writes. ino tells a file
+// replaced under the same name.
+type fileStamp struct {
+	ino, size    uint64
+	mtime, ctime int64 // ns
+}
+
+func attrStamp(a *layer.Attr) fileStamp {
+	return fileStamp{a.Ino, a.Size, int64(a.Mtime)*1e9 + int64(a.Mtimensec), int64(a.Ctime)*1e9 + int64(a.Ctimensec)}
+}
+
+func fdStamp(fd int) (fileStamp, bool) {
+	var st unix.Stat_t
+	if fd < 0 || unix.Fstat(fd, &st) != nil {
+		return fileStamp{}, false
+	}
+	// As the passthrough reports it (layer.FillAttr); an entry on
+	// another device inside the backing dir gets its ino mixed there
+	// and reads as replaced here, which only drops a stale report.
+	return fileStamp{st.Ino, uint64(st.Size), st.Mtim.Nano(), st.Ctim.Nano()}, true
+}
+
+// sourceHandle is the source's context on an open file.
+type sourceHandle struct {
+	f        *fileState
+	writable bool
+	writer   bool // counted in f.writers
+	counted  bool // counted in f.handles
+	closed   bool // released: no longer counted
 }
 
 // watcher is a backing watch (fanotify or inotify).
@@ -36,7 +123,7 @@ type watcher interface {
 	name() string
 	// precise reports whether the watch tells the daemon's own changes
 	// apart (fanotify, by pid). An imprecise one reports them too, and
-	// the notify filter drops them by what it expects (Notifier.seen).
+	// the source drops them by what it expects (Source.ours).
 	precise() bool
 	close() error
 }
@@ -47,9 +134,12 @@ func (s *Source) Name() string { return "notify-source" }
 // Altitude implements layer.Filter.
 func (s *Source) Altitude() int { return AltitudeSource }
 
-// Attach implements layer.Filter: it starts the backing watch.
+// Attach implements layer.Filter: it starts the backing watch and
+// registers the callbacks that tell the daemon's own changes apart.
 func (s *Source) Attach(a *layer.Attachment) error {
 	s.att = a
+	s.names = map[string]*nameExpect{}
+	s.files = map[string]*fileState{}
 	if s.n.opts.Backing == "" {
 		return nil
 	}
@@ -67,6 +157,7 @@ func (s *Source) Attach(a *layer.Attachment) error {
 		s.n.log.Info("fanotify unavailable; watching the backing dir with inotify, which cannot tell who made a change", "error", err)
 		fallthrough
 	case "inotify":
+		s.imprecise = true // before the watch's goroutine starts
 		w, err = startInotify(root, s.emit, s.n.log)
 	default:
 		err = fmt.Errorf("unknown watcher %q", s.n.opts.Watcher)
@@ -77,14 +168,422 @@ func (s *Source) Attach(a *layer.Attachment) error {
 	s.mu.Lock()
 	s.w = w
 	s.mu.Unlock()
+	s.register(a)
 	return nil
 }
 
-// emit publishes one event found underneath, in backing names. It runs on
-// the watch's goroutine only.
+// register installs the callbacks. Whatever the watch, users' handles
+// open for writing are tracked (FUSE passthrough writes reach the backing
+// file under the writer's pid, possibly after the close). With an
+// imprecise watch, every change the daemon makes is: each op records what
+// the watch will report of it before it runs (the watch may read it
+// before the post-callback runs) and the file's state after it; each
+// handle counts while it is open. Writes, fallocate and copy_file_range
+// need no callback: they happen on a handle, which is open meanwhile and
+// leaves its stamp when it is released. With fanotify, which drops the
+// daemon's changes by pid, these callbacks would cost each op a map
+// update and an fstat for nothing, so they are not registered.
+func (s *Source) register(a *layer.Attachment) {
+	layer.OnPost(a, s.postOpen)
+	layer.OnPost(a, s.postCreate)
+	layer.OnPre(a, s.preRelease)
+	layer.OnPost(a, s.postRename)
+	if !s.imprecise {
+		return
+	}
+	var (
+		created = kindBits(layer.EventCreate)
+		removed = kindBits(layer.EventRemove)
+	)
+	layer.OnPre(a, func(c *layer.Call, op *layer.CreateOp) (layer.Status, layer.Errno) {
+		return s.pre(op.Path, created, true)
+	})
+	layer.OnPre(a, func(c *layer.Call, op *layer.OpenOp) (layer.Status, layer.Errno) {
+		if op.Flags&syscall.O_TRUNC != 0 && writable(op.Flags) {
+			return s.pre(op.Path, 0, true)
+		}
+		return layer.Continue, 0
+	})
+	layer.OnPre(a, func(c *layer.Call, op *layer.MknodOp) (layer.Status, layer.Errno) {
+		return s.pre(op.Path, created, true)
+	})
+	layer.OnPost(a, func(c *layer.Call, op *layer.MknodOp, errno layer.Errno) layer.Errno {
+		return s.post(op.Path, errno, created, attrStamp(&op.Out), true)
+	})
+	layer.OnPre(a, func(c *layer.Call, op *layer.MkdirOp) (layer.Status, layer.Errno) {
+		return s.pre(op.Path, created, true)
+	})
+	layer.OnPost(a, func(c *layer.Call, op *layer.MkdirOp, errno layer.Errno) layer.Errno {
+		return s.post(op.Path, errno, created, attrStamp(&op.Out), true)
+	})
+	layer.OnPre(a, func(c *layer.Call, op *layer.SymlinkOp) (layer.Status, layer.Errno) {
+		return s.pre(op.Path, created, true)
+	})
+	layer.OnPost(a, func(c *layer.Call, op *layer.SymlinkOp, errno layer.Errno) layer.Errno {
+		return s.post(op.Path, errno, created, attrStamp(&op.Out), true)
+	})
+	layer.OnPre(a, func(c *layer.Call, op *layer.LinkOp) (layer.Status, layer.Errno) {
+		return s.pre(op.NewPath, created, true)
+	})
+	layer.OnPost(a, func(c *layer.Call, op *layer.LinkOp, errno layer.Errno) layer.Errno {
+		return s.post(op.NewPath, errno, created, attrStamp(&op.Out), true)
+	})
+	layer.OnPre(a, func(c *layer.Call, op *layer.UnlinkOp) (layer.Status, layer.Errno) {
+		return s.pre(op.Path, removed, false)
+	})
+	layer.OnPost(a, func(c *layer.Call, op *layer.UnlinkOp, errno layer.Errno) layer.Errno {
+		return s.post(op.Path, errno, removed, fileStamp{}, false)
+	})
+	layer.OnPre(a, func(c *layer.Call, op *layer.RmdirOp) (layer.Status, layer.Errno) {
+		return s.pre(op.Path, removed, false)
+	})
+	layer.OnPost(a, func(c *layer.Call, op *layer.RmdirOp, errno layer.Errno) layer.Errno {
+		return s.post(op.Path, errno, removed, fileStamp{}, false)
+	})
+	layer.OnPre(a, s.preRename)
+	layer.OnPre(a, func(c *layer.Call, op *layer.SetattrOp) (layer.Status, layer.Errno) { return s.pre(op.Path, 0, true) })
+	layer.OnPost(a, func(c *layer.Call, op *layer.SetattrOp, errno layer.Errno) layer.Errno {
+		return s.post(op.Path, errno, 0, attrStamp(&op.Out), true)
+	})
+	layer.OnPre(a, func(c *layer.Call, op *layer.SetxattrOp) (layer.Status, layer.Errno) { return s.pre(op.Path, 0, true) })
+	layer.OnPost(a, func(c *layer.Call, op *layer.SetxattrOp, errno layer.Errno) layer.Errno {
+		st, _ := s.statBelow(c, op.Path)
+		return s.post(op.Path, errno, 0, st, true)
+	})
+	layer.OnPre(a, func(c *layer.Call, op *layer.RemovexattrOp) (layer.Status, layer.Errno) {
+		return s.pre(op.Path, 0, true)
+	})
+	layer.OnPost(a, func(c *layer.Call, op *layer.RemovexattrOp, errno layer.Errno) layer.Errno {
+		st, _ := s.statBelow(c, op.Path)
+		return s.post(op.Path, errno, 0, st, true)
+	})
+}
+
+func kindBits(kinds ...layer.EventKind) uint32 {
+	var b uint32
+	for _, k := range kinds {
+		b |= 1 << k
+	}
+	return b
+}
+
+// expectWindow is how long the source waits for the backing watch to
+// report a change the daemon made.
+const expectWindow = 2 * time.Second
+
+// statBelow returns the stamp of the backing file at path, asked of the
+// passthrough (never through the mountpoint).
+func (s *Source) statBelow(c *layer.Call, path string) (fileStamp, bool) {
+	ctx := context.Background()
+	if c != nil {
+		ctx = c.Context
+	}
+	op := &layer.GetattrOp{Path: path}
+	if s.att.Below.Do(layer.InternalCall(ctx), op) != 0 {
+		return fileStamp{}, false
+	}
+	return attrStamp(&op.Out), true
+}
+
+// file returns the state of path, creating it. s.fmu is held.
+func (s *Source) file(path string) *fileState {
+	f := s.files[path]
+	if f == nil {
+		f = &fileState{}
+		s.files[path] = f
+	}
+	return f
+}
+
+// expectName records that the watch will report kinds on path. s.fmu is
+// held.
+func (s *Source) expectName(path string, kinds uint32, old string, now time.Time) *nameExpect {
+	e := s.names[path]
+	if e == nil {
+		e = &nameExpect{}
+		s.names[path] = e
+	}
+	if e.inflight == 0 && now.After(e.until) {
+		*e = nameExpect{}
+	}
+	e.inflight++
+	e.kinds |= kinds
+	if old != "" {
+		e.old = old
+	}
+	return e
+}
+
+// pre runs before an op that changes path: from now until its result is
+// known, the watch's reports of kinds (and, with content, of modify and
+// attrib) on path are the op's.
+func (s *Source) pre(path string, kinds uint32, content bool) (layer.Status, layer.Errno) {
+	now := time.Now()
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	if kinds != 0 {
+		s.expectName(path, kinds, "", now)
+	}
+	if content {
+		s.file(path).inflight++
+	}
+	return layer.Continue, 0
+}
+
+// post ends what pre began: on success, the reports are expected for
+// expectWindow more, and the file is as st says (when known).
+func (s *Source) post(path string, errno layer.Errno, kinds uint32, st fileStamp, content bool) layer.Errno {
+	now := time.Now()
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	if kinds != 0 {
+		if e := s.names[path]; e != nil {
+			e.inflight--
+			if errno == 0 {
+				e.until = now.Add(expectWindow)
+			}
+		}
+	}
+	if content {
+		if f := s.files[path]; f != nil {
+			f.inflight--
+			if errno == 0 && st != (fileStamp{}) {
+				f.left, f.leftOK, f.leftUntil = st, true, now.Add(expectWindow)
+			}
+		}
+	}
+	s.sweep(now)
+	return errno
+}
+
+// preRename expects the rename, or its halves when the watch cannot pair
+// them (a removal and a creation).
+func (s *Source) preRename(c *layer.Call, op *layer.RenameOp) (layer.Status, layer.Errno) {
+	now := time.Now()
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	s.expectName(op.NewPath, kindBits(layer.EventRename, layer.EventCreate), op.OldPath, now)
+	s.expectName(op.OldPath, kindBits(layer.EventRemove), "", now)
+	if op.Flags&unix.RENAME_EXCHANGE != 0 {
+		s.expectName(op.OldPath, kindBits(layer.EventRename, layer.EventCreate), op.NewPath, now)
+		s.expectName(op.NewPath, kindBits(layer.EventRemove), "", now)
+	}
+	return layer.Continue, 0
+}
+
+// postRename moves what is known of the files to their new names and, with
+// an imprecise watch, ends what preRename began.
+func (s *Source) postRename(c *layer.Call, op *layer.RenameOp, errno layer.Errno) layer.Errno {
+	now := time.Now()
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	if s.imprecise {
+		n := 2
+		if op.Flags&unix.RENAME_EXCHANGE != 0 {
+			n = 4
+		}
+		for _, p := range []string{op.NewPath, op.OldPath, op.OldPath, op.NewPath}[:n] {
+			if e := s.names[p]; e != nil {
+				e.inflight--
+				if errno == 0 {
+					e.until = now.Add(expectWindow)
+				}
+			}
+		}
+	}
+	if errno != 0 {
+		return errno
+	}
+	// Handles hold their fileState, not its name: moving it is enough.
+	// The old name keeps a copy of the stamp, for the watch's reports
+	// still queued under it. (Files below a renamed directory keep their
+	// old names here.)
+	from, to := s.files[op.OldPath], s.files[op.NewPath]
+	delete(s.files, op.NewPath)
+	if from != nil {
+		s.files[op.NewPath] = from
+		s.files[op.OldPath] = &fileState{left: from.left, leftOK: from.leftOK, leftUntil: from.leftUntil, loose: from.loose}
+	}
+	if to != nil && op.Flags&unix.RENAME_EXCHANGE != 0 {
+		s.files[op.OldPath] = to
+	}
+	return errno
+}
+
+// opened starts tracking a handle the layer below opened.
+func (s *Source) opened(c *layer.Call, path string, flags uint32, h *layer.Handle, truncated bool) {
+	if h == nil {
+		return
+	}
+	w := writable(flags)
+	user := w && !c.Internal
+	if !user && !s.imprecise && !truncated {
+		return
+	}
+	var st fileStamp
+	if truncated || s.imprecise {
+		st, _ = fdStamp(h.Fd)
+	}
+	now := time.Now()
+	s.fmu.Lock()
+	f := s.file(path)
+	if truncated {
+		f.inflight--
+		if st != (fileStamp{}) {
+			f.left, f.leftOK, f.leftUntil = st, true, now.Add(expectWindow)
+		}
+	}
+	if user || s.imprecise {
+		sh := &sourceHandle{f: f, writable: w, writer: user, counted: s.imprecise}
+		if user {
+			f.writers++
+		}
+		if s.imprecise {
+			f.handles++
+		}
+		s.att.SetHandleContext(h, sh)
+	}
+	s.fmu.Unlock()
+}
+
+func (s *Source) postOpen(c *layer.Call, op *layer.OpenOp, errno layer.Errno) layer.Errno {
+	trunc := s.imprecise && op.Flags&syscall.O_TRUNC != 0 && writable(op.Flags)
+	if errno != 0 {
+		if trunc {
+			s.fmu.Lock()
+			if f := s.files[op.Path]; f != nil {
+				f.inflight--
+			}
+			s.fmu.Unlock()
+		}
+		return errno
+	}
+	s.opened(c, op.Path, op.Flags, op.Handle, trunc)
+	return errno
+}
+
+func (s *Source) postCreate(c *layer.Call, op *layer.CreateOp, errno layer.Errno) layer.Errno {
+	if s.imprecise {
+		// The creation itself; the handle's stamp below.
+		var st fileStamp
+		if errno == 0 && op.Handle != nil {
+			st, _ = fdStamp(op.Handle.Fd)
+		}
+		s.post(op.Path, errno, kindBits(layer.EventCreate), st, true)
+	}
+	if errno == 0 {
+		s.opened(c, op.Path, op.Flags, op.Handle, false)
+	}
+	return errno
+}
+
+// preRelease ends a handle's part in the file's state, while its fd is
+// still open: the watch may report the handle's writes after the close
+// (FUSE passthrough writes come under the writer's pid), and those
+// reports find the file as the handle left it, its stamp. A change by
+// another program after the close changes the stamp and is reported. (Not
+// at FLUSH: a shell's redirection closes a dup of the descriptor, a FLUSH,
+// before writing anything.) A read-only handle, with inotify, leaves
+// expectWindow in which modify and attrib are the daemon's: filters' work
+// on its fd, such as an HSM recall, may end after the reader closed.
+func (s *Source) preRelease(c *layer.Call, op *layer.ReleaseOp) (layer.Status, layer.Errno) {
+	sh, _ := s.att.HandleContext(op.Handle).(*sourceHandle)
+	if sh == nil {
+		return layer.ContinueNoPost, 0
+	}
+	st, ok := fdStamp(op.Handle.Fd)
+	now := time.Now()
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	f := sh.f
+	if !sh.closed {
+		sh.closed = true
+		if sh.writer {
+			f.writers--
+		}
+		if sh.counted {
+			f.handles--
+		}
+	}
+	switch {
+	case sh.writable && ok:
+		f.left, f.leftOK, f.leftUntil = st, true, now.Add(expectWindow)
+	case !sh.writable && s.imprecise:
+		f.loose = now.Add(expectWindow)
+	}
+	s.sweep(now)
+	return layer.ContinueNoPost, 0
+}
+
+// sweep forgets what expired, when the maps have grown. s.fmu is held.
+func (s *Source) sweep(now time.Time) {
+	if len(s.files)+len(s.names) <= max(s.sweepAt, 1<<12) {
+		return
+	}
+	for p, e := range s.names {
+		if e.inflight == 0 && now.After(e.until) {
+			delete(s.names, p)
+		}
+	}
+	for p, f := range s.files {
+		if f.writers == 0 && f.handles == 0 && f.inflight == 0 && now.After(f.leftUntil) && now.After(f.loose) {
+			delete(s.files, p)
+		}
+	}
+	s.sweepAt = 2 * (len(s.files) + len(s.names))
+}
+
+// ours reports whether ev, found by the watch, is the daemon's own change:
+// made through the mount (the top filter reported it) or a filter's own
+// work, which users never see.
+func (s *Source) ours(ev *layer.Event) bool {
+	now := time.Now()
+	s.fmu.Lock()
+	switch ev.Kind {
+	case layer.EventCreate, layer.EventRemove, layer.EventRename:
+		e := s.names[ev.Path]
+		ok := s.imprecise && e != nil && e.kinds&(1<<ev.Kind) != 0 && (e.inflight > 0 || now.Before(e.until)) &&
+			(ev.Kind != layer.EventRename || e.old == ev.OldPath)
+		s.fmu.Unlock()
+		return ok
+	case layer.EventModify, layer.EventAttrib:
+	default:
+		s.fmu.Unlock()
+		return false
+	}
+	f := s.files[ev.Path]
+	if f == nil {
+		s.fmu.Unlock()
+		return false
+	}
+	if f.writers > 0 || s.imprecise && (f.handles > 0 || f.inflight > 0 || now.Before(f.loose)) {
+		// Open for writing through the mount (the close reports
+		// it), or, when the watch cannot tell, being changed by the
+		// daemon.
+		s.fmu.Unlock()
+		return true
+	}
+	left, check := f.left, f.leftOK && now.Before(f.leftUntil)
+	s.fmu.Unlock()
+	if !check {
+		return false
+	}
+	// The file as the daemon left it: the report is of that change. No
+	// file there any more, or another one: the report is stale (it was
+	// queued before the removal or replacement, whose own report follows
+	// and tells what matters).
+	cur, ok := s.statBelow(nil, ev.Path)
+	return !ok || cur.ino != left.ino || cur == left
+}
+
+// emit publishes one event found underneath, in backing names, unless it
+// is the daemon's own. It runs on the watch's goroutine only.
 func (s *Source) emit(ev layer.Event) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
+	}
+	if s.ours(&ev) {
+		return
 	}
 	// A burst of writes underneath reads as many identical modify
 	// events; one is enough until something else happens.
@@ -92,8 +591,40 @@ func (s *Source) emit(ev layer.Event) {
 		return
 	}
 	s.last = ev
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	if !s.open {
+		if len(s.held) < 1<<12 {
+			s.held = append(s.held, ev)
+		} else {
+			s.dropped = true
+		}
+		return
+	}
 	s.count.Add(1)
 	s.att.Publish(ev)
+}
+
+// openUp is called once the whole stack is attached (by the top Filter's
+// Attach, and by Serve): the events held until then go up, in order.
+func (s *Source) openUp() {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	if s.open {
+		return
+	}
+	s.open = true
+	if s.att == nil {
+		return
+	}
+	if s.dropped {
+		s.held = append(s.held[:0], layer.Event{Kind: layer.EventRescan, Time: time.Now()})
+	}
+	for _, ev := range s.held {
+		s.count.Add(1)
+		s.att.Publish(ev)
+	}
+	s.held, s.dropped = nil, false
 }
 
 func (s *Source) watcherName() string {
@@ -103,12 +634,6 @@ func (s *Source) watcherName() string {
 		return ""
 	}
 	return s.w.name()
-}
-
-func (s *Source) imprecise() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w != nil && !s.w.precise()
 }
 
 func (s *Source) stop() error {

@@ -1,0 +1,153 @@
+package notify_test
+
+import (
+	"context"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/vfsfilter/vfsfilter/layer"
+)
+
+// worker is a filter between the notify source and the top that does work
+// of its own below it, as HSM and crypt do: ops marked Call.Internal, and
+// syscalls on the fds of handles the layer below opened.
+type worker struct{ att *layer.Attachment }
+
+func (w *worker) Name() string                     { return "worker" }
+func (w *worker) Altitude() int                    { return 100 }
+func (w *worker) Attach(a *layer.Attachment) error { w.att = a; return nil }
+
+func (w *worker) do(t *testing.T, op layer.Op) {
+	t.Helper()
+	if errno := w.att.Below.Do(layer.InternalCall(context.Background()), op); errno != 0 {
+		t.Fatalf("%s: %v", op.Kind(), errno)
+	}
+}
+
+// TestFiltersOwnWorkInvisible: what filters do below themselves is never
+// reported, whatever the backing watch; even inotify, which cannot tell
+// who made a change.
+func TestFiltersOwnWorkInvisible(t *testing.T) {
+	for _, wname := range []string{"fanotify", "inotify"} {
+		t.Run(wname, func(t *testing.T) {
+			w := &worker{}
+			r := newRig(t, rigOpts{watcher: wname, extra: []layer.Filter{w}})
+			sh(t, r.backing, "echo x > f; mkdir d")
+			r.rec.wait(t, notifyWant{"create", "d", "", "backing"})
+			r.rec.reset()
+
+			// Ops.
+			cr := &layer.CreateOp{Path: "own", Flags: syscall.O_WRONLY, Mode: 0o644}
+			w.do(t, cr)
+			w.do(t, &layer.WriteOp{Handle: cr.Handle, Data: []byte("header")})
+			w.do(t, &layer.ReleaseOp{Handle: cr.Handle})
+			sa := &layer.SetattrOp{Path: "f"}
+			sa.In.Valid = fuse.FATTR_MODE
+			sa.In.Mode = 0o600
+			w.do(t, sa)
+			w.do(t, &layer.SetxattrOp{Path: "f", Name: "trusted.vfsfilter-test", Data: []byte("1")})
+			w.do(t, &layer.RemovexattrOp{Path: "f", Name: "trusted.vfsfilter-test"})
+			w.do(t, &layer.MkdirOp{Path: "d/sub", Mode: 0o755})
+			w.do(t, &layer.RenameOp{OldPath: "own", NewPath: "d/own2"})
+			w.do(t, &layer.UnlinkOp{Path: "d/own2"})
+			w.do(t, &layer.RmdirOp{Path: "d/sub"})
+			w.do(t, &layer.SymlinkOp{Path: "l", Target: "f"})
+			w.do(t, &layer.UnlinkOp{Path: "l"})
+			// Syscalls on the fd of a handle opened below (HSM's
+			// migration and recall work this way).
+			op := &layer.OpenOp{Path: "f", Flags: syscall.O_RDWR}
+			w.do(t, op)
+			must(t, unix.Fsetxattr(op.Handle.Fd, "trusted.vfsfilter-test", []byte("2"), 0))
+			must(t, unix.Ftruncate(op.Handle.Fd, 0))
+			if _, err := unix.Pwrite(op.Handle.Fd, []byte("recalled data"), 0); err != nil {
+				t.Fatal(err)
+			}
+			w.do(t, &layer.ReleaseOp{Handle: op.Handle})
+
+			// A change by another program: once it is seen, the
+			// backing watch delivered everything before it.
+			sh(t, r.backing, "touch marker")
+			evs := r.rec.wait(t, notifyWant{"create", "marker", "", "backing"})
+			for _, e := range evs {
+				if e.Path != "marker" && e.Event != "rescan" {
+					t.Errorf("a filter's own work was reported: %+v\n%s", e, dump(evs))
+				}
+			}
+		})
+	}
+}
+
+// TestChangeUnderneathAfterWriteReported: a change made underneath right
+// after a file written through the mount was closed is a change of its
+// own, not the late report of the write.
+func TestChangeUnderneathAfterWriteReported(t *testing.T) {
+	for _, wname := range []string{"fanotify", "inotify"} {
+		t.Run(wname, func(t *testing.T) {
+			r := newRig(t, rigOpts{watcher: wname})
+			// From other processes: fanotify drops the events of the
+			// daemon's own pid, which in this test is ours.
+			sh(t, r.mnt, "echo data > f")
+			sh(t, r.backing, "echo more >> f")
+			r.rec.wait(t, notifyWant{"modify", "f", "", "mount"}, notifyWant{"modify", "f", "", "backing"})
+			// And a metadata change alone.
+			sh(t, r.mnt, "echo data > g")
+			sh(t, r.backing, "chmod 600 g")
+			r.rec.wait(t, notifyWant{"modify", "g", "", "mount"}, notifyWant{"attrib", "g", "", "backing"})
+		})
+	}
+}
+
+// TestNoRescanForDirsElsewhere: fanotify watches the whole file system;
+// directories elsewhere on it that come and go are none of the mount's
+// business and must not turn into rescans.
+func TestNoRescanForDirsElsewhere(t *testing.T) {
+	r := newRig(t, rigOpts{watcher: "fanotify"})
+	if r.n.Watcher() != "fanotify" {
+		t.Skip("no fanotify")
+	}
+	other := t.TempDir() // the same file system as the backing dir
+	if out, err := helper(t, "churn", other).Output(); err != nil {
+		t.Fatalf("churn: %v %s", err, out)
+	}
+	sh(t, r.backing, "touch marker")
+	evs := r.rec.wait(t, notifyWant{"create", "marker", "", "backing"})
+	for _, e := range evs {
+		if e.Path != "marker" {
+			t.Errorf("unexpected event: %+v\n%s", e, dump(evs))
+		}
+	}
+}
+
+// TestLostDirInsideStillReported: a directory inside the tree that came
+// and went before the watch could place it is a rescan of it: what
+// happened in it is unknown.
+func TestLostDirInsideStillReported(t *testing.T) {
+	r := newRig(t, rigOpts{watcher: "fanotify"})
+	if r.n.Watcher() != "fanotify" {
+		t.Skip("no fanotify")
+	}
+	cmd := helper(t, "churn", r.backing)
+	cmd.Env = append(cmd.Env, "VFS_NOTIFY_CHURN=300")
+	if out, err := cmd.Output(); err != nil {
+		t.Fatalf("churn: %v %s", err, out)
+	}
+	sh(t, r.backing, "touch marker")
+	evs := r.rec.wait(t, notifyWant{"create", "marker", "", "backing"})
+	lost := 0
+	for _, e := range evs {
+		switch {
+		case e.Event == "rescan":
+			if !strings.HasPrefix(e.Path, "c") {
+				t.Errorf("rescan of %q, want one of a lost directory c<n>", e.Path)
+			}
+			lost++
+		case e.Path != "marker" && !strings.HasPrefix(e.Path, "c"):
+			t.Errorf("unexpected event: %+v\n%s", e, dump(evs))
+		}
+	}
+	t.Logf("%d events, %d rescans", len(evs), lost)
+}
