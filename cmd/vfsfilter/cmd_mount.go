@@ -91,6 +91,7 @@ The --rules file is TOML:
 		fs.StringVar(&f.logFormat, "log-format", "text", "log `FORMAT`: text or json")
 		fs.BoolVar(&f.debug, "debug", false, "log at debug level and trace every FUSE request")
 		f.secret.addFlags(fs)
+		fs.BoolVar(&f.noNotify, "no-notify", false, "leave the notify filter out: no \"vfsfilter watch\" events, no cache invalidation or inotify events for changes made underneath (saves the backing watch's cost)")
 		return func(e *env, args []string) error {
 			f.readOnlySet = fs.Changed("read-only")
 			f.allowOtherSet = fs.Changed("allow-other")
@@ -170,6 +171,7 @@ func runMount(e *env, cfg *mountConfig) error {
 		Settings:   sets,
 		Log:        logger,
 		Control:    ctl,
+		NoNotify:   cfg.noNotify,
 		Secret: func(prompt string) ([]byte, error) {
 			return cfg.secret.read(prompt, false)
 		},

@@ -36,6 +36,8 @@ type mountConfig struct {
 	logFormat string
 	// secret is how to get the passphrase of an encrypted BACKING.
 	secret *secretFlags
+	// noNotify leaves the notify filters out of the stack.
+	noNotify bool
 }
 
 // mountFlags holds the raw values of the mount flags until they are merged
@@ -52,6 +54,7 @@ type mountFlags struct {
 	daemon                                bool
 	logFile, logFormat                    string
 	secret                                secretFlags
+	noNotify                              bool
 }
 
 // passthroughOptions are kernel mount options accepted as they are. The
@@ -127,6 +130,7 @@ func newMountConfig(f *mountFlags, args []string) (*mountConfig, error) {
 		logFile:         f.logFile,
 		logFormat:       f.logFormat,
 		secret:          &f.secret,
+		noNotify:        f.noNotify,
 	}
 	if c.backing == "" || c.mountpoint == "" {
 		return nil, usageErrorf("BACKING and MOUNTPOINT must not be empty")

@@ -23,6 +23,8 @@ type stackContext struct {
 	// Control is the mount's control socket; builders register the
 	// methods their commands use (hsm migrate, watch).
 	Control *control.Server
+	// NoNotify leaves the notify filters out (mount --no-notify).
+	NoNotify bool
 	// Secret returns the passphrase the user gave for this mount
 	// (--passfile, --extpass or a terminal prompt), asking once.
 	Secret func(prompt string) ([]byte, error)

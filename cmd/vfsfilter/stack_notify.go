@@ -22,6 +22,9 @@ const notifyWatcherEnv = "VFSFILTER_NOTIFY_WATCHER"
 func init() {
 	pending := map[*stackContext]*notify.Notifier{}
 	registerFilter(func(sc *stackContext) (layer.Filter, error) {
+		if sc.NoNotify {
+			return nil, nil
+		}
 		n, err := notify.New(notify.Options{
 			Backing: sc.Backing,
 			Watcher: os.Getenv(notifyWatcherEnv),
@@ -43,6 +46,9 @@ func init() {
 		return n.Filter(), nil
 	})
 	registerFilter(func(sc *stackContext) (layer.Filter, error) {
+		if sc.NoNotify {
+			return nil, nil
+		}
 		n := pending[sc]
 		delete(pending, sc)
 		if n == nil {
