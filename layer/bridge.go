@@ -3,6 +3,7 @@ package layer
 import (
 	"context"
 	"log/slog"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -483,8 +484,27 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) Errno {
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, Errno) {
 	op := &GetxattrOp{Node: &n.Node, Path: n.path(), Name: attr, Dest: dest}
 	_, errno := n.do(ctx, op)
+	if errno == syscall.ENODATA && attr == selinuxXattr && !selinuxEnabled {
+		// `ls -l` asks every file for its SELinux label, and the kernel
+		// never caches a FUSE file system's answer: one round trip per
+		// entry, the whole cost of a warm `ls -lR`. On a host without
+		// SELinux no label means anything; "not supported" is the truth
+		// there, and ls (and libselinux users) then stop asking for the
+		// rest of the device. Labels that do exist are still returned.
+		return 0, syscall.EOPNOTSUPP
+	}
 	return op.Size, errno
 }
+
+// selinuxXattr is the attribute that holds a file's SELinux label.
+const selinuxXattr = "security.selinux"
+
+// selinuxEnabled reports whether this host runs SELinux (selinuxfs is
+// mounted), decided once.
+var selinuxEnabled = func() bool {
+	_, err := os.Stat("/sys/fs/selinux/enforce")
+	return err == nil
+}()
 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) Errno {
 	if rop, ok := n.br.replaying(ctx); ok {

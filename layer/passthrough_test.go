@@ -133,3 +133,30 @@ func TestHostileNames(t *testing.T) {
 		t.Errorf("listing has %d entries, want %d", len(ents), len(names))
 	}
 }
+
+// TestSELinuxLabelWithoutSELinux: on a host without SELinux a missing
+// label is "not supported" (so ls -l stops asking, device by device),
+// while a label that exists is still returned as it is.
+func TestSELinuxLabelWithoutSELinux(t *testing.T) {
+	if _, err := os.Stat("/sys/fs/selinux/enforce"); err == nil {
+		t.Skip("this host runs SELinux: labels are passed through unchanged")
+	}
+	mnt, backing := conformance.Mount(t, conformance.Passthrough, layer.MountOptions{})
+	if err := os.WriteFile(mnt+"/plain", nil, 0644); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	if _, err := unix.Getxattr(mnt+"/plain", "security.selinux", buf); !errors.Is(err, syscall.EOPNOTSUPP) {
+		t.Errorf("missing label: %v, want EOPNOTSUPP", err)
+	}
+	if err := os.WriteFile(backing+"/labelled", nil, 0644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(backing+"/labelled", "security.selinux", []byte("system_u:object_r:etc_t:s0"), 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.Getxattr(mnt+"/labelled", "security.selinux", buf)
+	if err != nil || string(buf[:n]) != "system_u:object_r:etc_t:s0" {
+		t.Errorf("existing label: %q, %v", buf[:n], err)
+	}
+}

@@ -91,6 +91,7 @@ The --rules file is TOML:
 		fs.StringVar(&f.logFormat, "log-format", "text", "log `FORMAT`: text or json")
 		fs.BoolVar(&f.debug, "debug", false, "log at debug level and trace every FUSE request")
 		f.secret.addFlags(fs)
+		fs.BoolVar(&f.cacheDirs, "cache-dirs", false, "let the kernel keep directory listings across opens; with long --entry-timeout/--attr-timeout this makes warm listings (ls -lR) several times faster. Correct only while notify invalidates the caches (not with --no-notify)")
 		fs.BoolVar(&f.noNotify, "no-notify", false, "leave the notify filter out: no \"vfsfilter watch\" events, no cache invalidation or inotify events for changes made underneath (saves the backing watch's cost)")
 		return func(e *env, args []string) error {
 			f.readOnlySet = fs.Changed("read-only")
@@ -332,6 +333,7 @@ func mountOptions(cfg *mountConfig, logger *slog.Logger) layer.MountOptions {
 		NegativeTimeout: kernelTimeout(cfg.negativeTimeout),
 		FsName:          cfg.fsName,
 		Logger:          logger,
+		CacheDirs:       cfg.cacheDirs,
 	}
 	if cfg.defaultPermissions && !cfg.allowOther {
 		// AllowOther adds it already.

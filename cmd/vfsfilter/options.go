@@ -38,6 +38,8 @@ type mountConfig struct {
 	secret *secretFlags
 	// noNotify leaves the notify filters out of the stack.
 	noNotify bool
+	// cacheDirs lets the kernel keep directory listings.
+	cacheDirs bool
 }
 
 // mountFlags holds the raw values of the mount flags until they are merged
@@ -55,6 +57,7 @@ type mountFlags struct {
 	logFile, logFormat                    string
 	secret                                secretFlags
 	noNotify                              bool
+	cacheDirs                             bool
 }
 
 // passthroughOptions are kernel mount options accepted as they are. The
@@ -107,6 +110,10 @@ func newMountConfig(f *mountFlags, args []string) (*mountConfig, error) {
 	default:
 		return nil, usageErrorf("--log-format must be text or json, not %q", f.logFormat)
 	}
+	if f.cacheDirs && f.noNotify {
+		// Cached listings would never learn of changes made underneath.
+		return nil, usageErrorf("--cache-dirs needs notify's cache invalidation; it cannot go with --no-notify")
+	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
@@ -131,6 +138,7 @@ func newMountConfig(f *mountFlags, args []string) (*mountConfig, error) {
 		logFormat:       f.logFormat,
 		secret:          &f.secret,
 		noNotify:        f.noNotify,
+		cacheDirs:       f.cacheDirs,
 	}
 	if c.backing == "" || c.mountpoint == "" {
 		return nil, usageErrorf("BACKING and MOUNTPOINT must not be empty")

@@ -461,7 +461,7 @@ func rootAttributes(t *testing.T, mnt, backing string) {
 	if !bytes.Contains(buf[:n], []byte("user.root")) {
 		t.Errorf("listxattr on root: %q", buf[:n])
 	}
-	_, err = unix.Getxattr(mnt, "security.selinux", buf)
+	_, err = unix.Getxattr(mnt, "user.none", buf)
 	wantErrno(t, err, syscall.ENODATA, "missing xattr on root")
 	must(t, unix.Removexattr(mnt, "user.root"))
 	must(t, unix.Chmod(mnt, 0750))
