@@ -73,7 +73,7 @@ func mount(dir, backing string, withHSM bool) *rigT {
 	check(err)
 	filters := []layer.Filter{pt}
 	if withHSM {
-		st, err := hsm.NewDirStore(filepath.Join(dir, "store"))
+		st, err := hsm.CreateDirStore(filepath.Join(dir, "store"))
 		check(err)
 		r.f, err = hsm.New(hsm.Config{Store: st, Backing: backing})
 		check(err)
