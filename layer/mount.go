@@ -38,6 +38,11 @@ type MountOptions struct {
 	// Like long timeouts, it is only correct when changes made directly
 	// in the backing dir invalidate the cache.
 	CacheDirs bool
+	// WritebackCache lets the kernel buffer writes in its page cache and
+	// send them in large, asynchronous requests. It excludes FUSE
+	// passthrough (the kernel refuses passthrough opens then), so only a
+	// stack whose filters see every file's data (crypt) should ask for it.
+	WritebackCache bool
 	// FsName is shown as the source in /proc/mounts ("vfsfilter" when
 	// empty; the command line passes the backing path).
 	FsName string
@@ -99,6 +104,9 @@ func Mount(mountpoint string, stack *Stack, opts MountOptions) (*Server, error) 
 		Logger:        log.New(slogWriter{logger}, "", 0),
 	}
 	mo.DirectMountFlags, mo.Options = mountFlags(opts.Options)
+	if opts.WritebackCache {
+		mo.ExtraCapabilities |= fuse.CAP_WRITEBACK_CACHE
+	}
 	if opts.ReadOnly {
 		// As a mount flag, so that /proc/mounts says "ro" and the VFS
 		// refuses writes before they reach us.

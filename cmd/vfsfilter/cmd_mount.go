@@ -215,6 +215,7 @@ func runMount(e *env, cfg *mountConfig) error {
 	default:
 	}
 	opts := mountOptions(cfg, logger)
+	opts.WritebackCache = sc.WritebackCache
 	if opts.FsName == "" {
 		opts.FsName = backing
 	}

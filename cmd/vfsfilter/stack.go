@@ -25,6 +25,10 @@ type stackContext struct {
 	Control *control.Server
 	// NoNotify leaves the notify filters out (mount --no-notify).
 	NoNotify bool
+	// WritebackCache is set by a builder whose filter sees every file's
+	// data, so the kernel's writeback cache can replace FUSE passthrough
+	// (layer.MountOptions.WritebackCache).
+	WritebackCache bool
 	// Secret returns the passphrase the user gave for this mount
 	// (--passfile, --extpass or a terminal prompt), asking once.
 	Secret func(prompt string) ([]byte, error)
