@@ -2,7 +2,6 @@ package layer
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"strings"
 	"syscall"
@@ -831,4 +830,3 @@ func ToErrno(err error) Errno {
 	return syscall.EIO
 }
 
-var _ = fmt.Sprintf
