@@ -829,4 +829,3 @@ func ToErrno(err error) Errno {
 	}
 	return syscall.EIO
 }
-
