@@ -97,9 +97,21 @@
 // # Caching
 //
 // The kernel caches names and attributes for the entry and attribute
-// timeouts of [MountOptions] (1 s by default, as go-fuse's loopback).
-// Longer timeouts make metadata-heavy work (ls -lR) several times faster but
-// are only correct when changes made directly in the backing directory
-// invalidate the kernel's caches; until the notify filter does that, they
-// are an option, off by default.
+// timeouts of [MountOptions] (1 s by default, as go-fuse's loopback), and
+// directory listings across opens with [MountOptions.CacheDirs]. Longer
+// timeouts and cached listings make metadata-heavy work (ls -lR) several
+// times faster but are only correct when changes made directly in the
+// backing directory invalidate the kernel's caches: [Server.Invalidate],
+// which the notify filter calls for every change its backing watch sees.
+// They stay opt-in until every filter's own changes (an HSM migration
+// changing st_blocks) invalidate too.
+//
+// # Extended attributes and ACLs
+//
+// The kernel checks permissions itself (default_permissions), with the
+// backing files' POSIX ACLs, which it caches per inode. On a host without
+// SELinux a missing security.selinux label is answered "not supported"
+// rather than "no data": ls -l asks every file for it and the kernel never
+// caches a FUSE file system's answer, while ls stops asking a device that
+// does not support labels. Existing labels are returned as they are.
 package layer
