@@ -10,6 +10,9 @@ command -v tar >/dev/null 2>&1 || need+=(tar)
 # Public file-system exercisers the integration tests run on the mount.
 command -v stress-ng >/dev/null 2>&1 || need+=(stress-ng)
 command -v fio >/dev/null 2>&1 || need+=(fio)
+# A system python (not a user's, which other users cannot run) for one
+# scenario that makes an O_TMPFILE file as another user.
+[ -x /usr/bin/python3 ] || need+=(python3-minimal)
 
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then

@@ -573,7 +573,14 @@ func (p *Passthrough) tmpfile(c *Call, op *TmpfileOp) error {
 		return err
 	}
 	if !c.Internal && (c.Uid != 0 || c.Gid != 0) {
-		if err := unix.Fchown(fd, int(c.Uid), int(c.Gid)); err != nil {
+		// As own() does for named entries: the caller's uid, and the
+		// caller's gid unless the directory is set-group-ID.
+		gid := int(c.Gid)
+		var dir unix.Stat_t
+		if unix.Fstat(dfd, &dir) == nil && dir.Mode&unix.S_ISGID != 0 {
+			gid = -1
+		}
+		if err := unix.Fchown(fd, int(c.Uid), gid); err != nil {
 			unix.Close(fd)
 			return err
 		}

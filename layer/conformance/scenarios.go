@@ -149,6 +149,19 @@ func callerOwnsNewEntries(t *testing.T, mnt, backing string) {
 	if got := lstat(t, backing+"/byuser").Mode & 07777; got != 0644 {
 		t.Errorf("mode %o, want 0644", got)
 	}
+	// An O_TMPFILE file in a set-group-ID directory takes the directory's
+	// group, as a named one does.
+	must(t, os.Mkdir(mnt+"/sg", 0777))
+	must(t, os.Chown(mnt+"/sg", 0, 4242))
+	must(t, unix.Chmod(mnt+"/sg", 02777))
+	out, err := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c",
+		"import os,sys; fd=os.open(sys.argv[1], os.O_TMPFILE|os.O_RDWR, 0o600); st=os.fstat(fd); print(st.st_uid, st.st_gid)", mnt+"/sg").CombinedOutput()
+	if err != nil {
+		t.Fatalf("O_TMPFILE as nobody: %v\n%s", err, out)
+	}
+	if got := strings.TrimSpace(string(out)); got != "65534 4242" {
+		t.Errorf("O_TMPFILE in a setgid dir owned %q, want \"65534 4242\"", got)
+	}
 }
 
 func setgidDirectoryInherits(t *testing.T, mnt, backing string) {

@@ -2,6 +2,7 @@ package namespace
 
 import (
 	"fmt"
+	"strings"
 	"syscall"
 	"time"
 
@@ -132,6 +133,10 @@ func (f *Filter) route(c *layer.Call, op layer.Op, path *string, create bool) (s
 	t := f.m.Resolve(*path)
 	switch t.Kind {
 	case Hidden:
+		if f.belowVirtual(*path) {
+			// As below any regular file.
+			return done, layer.Errno(syscall.ENOTDIR), nil
+		}
 		if create {
 			return done, eperm, nil
 		}
@@ -144,6 +149,18 @@ func (f *Filter) route(c *layer.Call, op layer.Op, path *string, create bool) (s
 	}
 	*path = t.Backing
 	return cont, 0, nil
+}
+
+// belowVirtual reports whether an ancestor of p is a virtual file. It runs
+// only for paths that resolved as hidden, so it costs nothing on the common
+// path.
+func (f *Filter) belowVirtual(p string) bool {
+	for i := strings.LastIndexByte(p, '/'); i > 0; i = strings.LastIndexByte(p[:i], '/') {
+		if f.m.Resolve(p[:i]).Kind == Virtual {
+			return true
+		}
+	}
+	return false
 }
 
 func (f *Filter) virtAttr(v *VirtualFile, out *layer.Attr) {

@@ -152,6 +152,8 @@ func TestRenameVirtualBind(t *testing.T) {
 	assert.Equal(t, syscall.EROFS, errnoOf(os.WriteFile(mnt+"/VERSION", []byte("x"), 0644)))
 	assert.Equal(t, syscall.EROFS, errnoOf(os.Remove(mnt+"/VERSION")))
 	assert.Equal(t, syscall.EROFS, errnoOf(os.Chmod(mnt+"/VERSION", 0600)))
+	_, err = os.Stat(mnt + "/VERSION/x")
+	assert.Equal(t, syscall.ENOTDIR, errnoOf(err), "below a virtual file, as below any file")
 	_, err = os.Lstat(backing + "/VERSION")
 	assert.True(t, os.IsNotExist(err), "virtual file is not in the backing dir")
 
