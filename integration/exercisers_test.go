@@ -72,7 +72,8 @@ func TestFioVerify(t *testing.T) {
 				cmd := exec.Command(tool, "--name=verify-"+engine, "--directory="+mnt,
 					"--ioengine="+engine, "--rw=randwrite", "--bs=4k", "--size=16m",
 					"--numjobs=2", "--verify=crc32c", "--do_verify=1", "--verify_fatal=1",
-					"--group_reporting", "--minimal")
+					"--group_reporting", "--minimal", "--verify_state_save=0")
+				cmd.Dir = t.TempDir() // fio writes its scratch files to the cwd
 				out, err := cmd.CombinedOutput()
 				if err != nil {
 					t.Fatalf("fio (%s) failed: %v\n%s", engine, err, out)

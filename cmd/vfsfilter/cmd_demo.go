@@ -307,6 +307,10 @@ func runDemo(e *env, debug bool) (err error) {
 	// that would leave a dead mount behind.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	// Nor must a reader that goes away ("vfsfilter demo | head"): with
+	// SIGPIPE ignored, writes to stdout fail instead, and the demo still
+	// unmounts and cleans up.
+	signal.Ignore(syscall.SIGPIPE)
 	defer signal.Stop(sigs)
 	d.srv, err = layer.Mount(d.mnt, d.stack, layer.MountOptions{Debug: debug, Logger: d.log, FsName: "vfsfilter-demo"})
 	if err != nil {
