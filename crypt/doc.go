@@ -48,6 +48,13 @@
 //     number, not the layer's node context: Create has no node yet when its
 //     callbacks run, and every handle of one inode (hard links too) must
 //     share one lock.
+//   - No FUSE writeback cache (as gocryptfs). It was tried: sequential
+//     writes gained nothing measurable (the daemon is bound by encryption
+//     and copies; the cache adds one copy through the page cache), and it
+//     breaks two things. The kernel does not write dirty pages back
+//     before FUSE_LSEEK, so SEEK_DATA/SEEK_HOLE miss data not yet written
+//     back (the SeekDataHole scenario fails); and it trusts its own size
+//     and mtime over the daemon's, so changes made below are not seen.
 //   - fallocate: allocating writes encrypted zeros into holes (it reserves
 //     the ciphertext space a later write needs, which is fallocate's
 //     promise); punching makes whole blocks holes below; zeroing rewrites

@@ -442,25 +442,31 @@ func (f *Filter) writeAt(c *layer.Call, h *layer.Handle, of *openFile, data []by
 		}
 	}
 	plainEnd := max(end, min(oldP, (b1+1)*bs))
-	plen := plainEnd - b0*bs
-	pbuf, put := f.buf(int(plen))
-	defer put()
-	clear(pbuf)
-	if off > b0*bs && b0*bs < oldP {
-		old, _, errno := f.readBlock(c, h, of, &id, b0)
-		if errno != 0 {
-			return 0, errno
+	// The new plaintext of blocks b0..b1. When data starts at a block
+	// boundary and keeps nothing of the old last block (the kernel's
+	// page-aligned writes), it is data itself: no copy.
+	pbuf := data
+	if off != b0*bs || plainEnd != end {
+		var put func()
+		pbuf, put = f.buf(int(plainEnd - b0*bs))
+		defer put()
+		clear(pbuf)
+		if off > b0*bs && b0*bs < oldP {
+			old, _, errno := f.readBlock(c, h, of, &id, b0)
+			if errno != 0 {
+				return 0, errno
+			}
+			copy(pbuf, old)
 		}
-		copy(pbuf, old)
-	}
-	if lastStart := b1 * bs; (b1 != b0 || off == b0*bs) && end < min(oldP, lastStart+bs) {
-		old, _, errno := f.readBlock(c, h, of, &id, b1)
-		if errno != 0 {
-			return 0, errno
+		if lastStart := b1 * bs; (b1 != b0 || off == b0*bs) && end < min(oldP, lastStart+bs) {
+			old, _, errno := f.readBlock(c, h, of, &id, b1)
+			if errno != 0 {
+				return 0, errno
+			}
+			copy(pbuf[lastStart-b0*bs:], old)
 		}
-		copy(pbuf[lastStart-b0*bs:], old)
+		copy(pbuf[off-b0*bs:], data)
 	}
-	copy(pbuf[off-b0*bs:], data)
 	nb := b1 - b0 + 1
 	cbuf, put2 := f.buf(HeaderLen + int(nb*f.content.cbs))
 	defer put2()

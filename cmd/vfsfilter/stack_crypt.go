@@ -3,10 +3,13 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
 
 	"github.com/vfsfilter/vfsfilter/crypt"
 	"github.com/vfsfilter/vfsfilter/internal/settings"
 	"github.com/vfsfilter/vfsfilter/layer"
+	"golang.org/x/sys/unix"
 )
 
 func init() { registerFilter(buildCrypt) }
@@ -35,7 +38,30 @@ func buildCrypt(sc *stackContext) (layer.Filter, error) {
 		return nil, err
 	}
 	defer keys.Wipe()
+	sc.OnServe(func(*layer.Server) { raiseReadAhead(sc) })
 	return crypt.New(keys, crypt.Options{})
+}
+
+// cryptReadAheadKiB is the read-ahead window of a crypt mount: the
+// mount's MaxReadAhead (layer.Mount). The kernel caps FUSE's read-ahead at
+// its block-device default (128 KiB) whatever the mount asks for, so a
+// sequential read costs a READ, a read below and a decryption per 128 KiB;
+// 1 MiB READs cost the daemon about a tenth less CPU and time.
+const cryptReadAheadKiB = 1024
+
+// raiseReadAhead sets the mount's read-ahead (its backing device info in
+// sysfs) to cryptReadAheadKiB. It needs root; without it the kernel's
+// default stays, which is only slower.
+func raiseReadAhead(sc *stackContext) {
+	var st unix.Stat_t
+	if err := unix.Stat(sc.Mountpoint, &st); err != nil {
+		sc.Log.Debug("cannot raise the read-ahead", "error", err)
+		return
+	}
+	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
+	if err := os.WriteFile(p, []byte(strconv.Itoa(cryptReadAheadKiB)), 0); err != nil {
+		sc.Log.Debug("cannot raise the read-ahead", "error", err)
+	}
 }
 
 // loadCryptConfig reads and checks the crypt section.
