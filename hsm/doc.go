@@ -42,8 +42,9 @@
 // because migration restores it on the stub. st_blocks is what is local: 0
 // for the data of a stub (ext4 may count one 4 KiB block for the record).
 // Only an empty regular file can be a stub that shows the wrong size, so
-// the size fix costs one getxattr per lookup of an empty file and nothing
-// for any other.
+// the size fix costs nothing (no syscall, no allocation) for any other
+// file, and one getxattr the first time an empty file is seen: the answer
+// is cached by (inode, ctime), so later lookups and stats of it cost none.
 //
 // # Opens, reads and recall
 //
@@ -62,7 +63,10 @@
 // written, or, when it lies more than Config.ReadWindow ahead of the
 // recall, is served by a ranged read of the chunks it needs, verified the
 // same way. The first byte of a large file therefore costs one chunk
-// (1 MiB by default). At the end, the mtime is restored, the data synced,
+// (1 MiB by default). The recall starts the writeback of every 16 MiB it
+// has written (sync_file_range, which only starts I/O), so the disk works
+// while later chunks are hashed and the one fdatasync at the end has
+// little left to do. At the end, the mtime is restored, the data synced,
 // and only then does the record say premigrated: the data is local and
 // still in the store, so migrating it again is a metadata operation.
 // Later opens use passthrough again.
