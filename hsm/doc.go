@@ -83,16 +83,34 @@
 //
 // O_TRUNC, truncate to 0 and replacing a file (write a new file, rename it
 // over the stub) discard a stub's data without recalling it: the file just
-// becomes resident. A write, fallocate, copy_file_range into, or truncate
-// to a non-zero size of a stub first recalls the whole file (lazily, at the
+// becomes resident. So does a full overwrite in place, written in order
+// from offset 0 (dd conv=notrunc, an editor rewriting in place): the first
+// write at offset 0 on a writable handle of a stub starts an overwrite
+// (overwrite.go), and each write of that handle at the end of the prefix
+// [0, n) written so far goes to an unlinked temporary file under
+// .vfsfilter/hsm, never to the stub. When n reaches the real size, the
+// record goes (as for O_TRUNC: resident, the object deleted in the
+// background) and the prefix is copied into the file: no recall. Until
+// then the stub is untouched, so a crash loses only the unsynced writes.
+//
+// Anything that needs the old data before that point (a read from any
+// handle, SEEK_DATA/SEEK_HOLE, a write elsewhere or from another handle,
+// fallocate, copy_file_range, a truncate to a non-zero size, or a flush
+// (close) or fsync of the writing handle) first recalls the whole file
+// into the stub as usual, makes it resident and lays the prefix over
+// [0, n). If that recall fails, the call gets EIO and the stub is the
+// intact stub it was (the recall rolls back as always); the prefix is kept
+// until the handle is released and then dropped, so a close that said EIO
+// leaves the old file, never a short or zero-filled one. A truncate to 0
+// or an O_TRUNC open drops an overwrite in progress. Writes that must
+// clear set-user-ID bits do not take this path.
+//
+// Any other write, fallocate, copy_file_range into, or truncate to a
+// non-zero size of a stub first recalls the whole file (lazily, at the
 // first such call, so an O_RDWR open that only reads costs no more than a
-// read). "Full overwrites" are therefore only recall-free when they go
-// through O_TRUNC or a rename, which is how editors and cp write; an
-// overwrite in place without O_TRUNC recalls first, because the filter
-// cannot know in advance that every byte will be rewritten. Any change to
-// a premigrated file makes it resident and deletes its object in the
-// background. rename, link, chmod, chown, utimes and xattr calls never
-// recall.
+// read). Any change to a premigrated file makes it resident and deletes its
+// object in the background. rename, link, chmod, chown, utimes and xattr
+// calls never recall.
 //
 // # Unlink and garbage
 //

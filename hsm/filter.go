@@ -64,6 +64,9 @@ type Filter struct {
 	opens map[uint64]int
 	// migrating are the migrations in flight, by backing inode.
 	migrating map[uint64]*migration
+	// overwrites are the sequential overwrites of stubs in progress, by
+	// backing inode (see overwrite).
+	overwrites map[uint64]*overwrite
 
 	// sizes caches the sizes fixSize found, by inode and ctime.
 	sizes sizeCache
@@ -103,15 +106,16 @@ func New(cfg Config) (*Filter, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Filter{
-		cfg:       cfg,
-		store:     cfg.Store,
-		jdir:      filepath.Join(cfg.Backing, settings.Dir, "hsm", "journal"),
-		ctx:       ctx,
-		cancel:    cancel,
-		recalls:   map[ID]*recall{},
-		opens:     map[uint64]int{},
-		migrating: map[uint64]*migration{},
-		log:       slog.Default(),
+		cfg:        cfg,
+		store:      cfg.Store,
+		jdir:       filepath.Join(cfg.Backing, settings.Dir, "hsm", "journal"),
+		ctx:        ctx,
+		cancel:     cancel,
+		recalls:    map[ID]*recall{},
+		opens:      map[uint64]int{},
+		migrating:  map[uint64]*migration{},
+		overwrites: map[uint64]*overwrite{},
+		log:        slog.Default(),
 	}, nil
 }
 
@@ -162,6 +166,8 @@ func (f *Filter) Attach(a *layer.Attachment) error {
 	layer.OnPre(a, f.preLseek)
 	layer.OnPre(a, f.preAllocate)
 	layer.OnPre(a, f.preCopyFileRange)
+	layer.OnPre(a, f.preFlush)
+	layer.OnPre(a, f.preFsync)
 	return nil
 }
 
@@ -323,8 +329,14 @@ func (f *Filter) preSetattr(c *layer.Call, op *layer.SetattrOp) (layer.Status, l
 		}
 		defer f.releaseBelow(h)
 	}
-	if st, err := fstat(h.Fd); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+	st, err := fstat(h.Fd)
+	if err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return post, 0
+	}
+	if op.In.Size == 0 {
+		f.dropOverwrite(st.Ino)
+	} else if errno := f.settle(c, st.Ino); errno != 0 {
+		return done, errno
 	}
 	if errno := f.prepareModify(c, h.Fd, op.In.Size == 0, op.Path); errno != 0 {
 		return done, errno
@@ -568,6 +580,9 @@ func (f *Filter) truncateOnOpen(c *layer.Call, path string) layer.Errno {
 		return 0
 	}
 	defer f.releaseBelow(h)
+	if st, err := fstat(h.Fd); err == nil {
+		f.dropOverwrite(st.Ino)
+	}
 	return f.prepareModify(c, h.Fd, true, path)
 }
 
@@ -666,6 +681,7 @@ func (f *Filter) untrack(hc *hctx) {
 
 func (f *Filter) preRelease(c *layer.Call, op *layer.ReleaseOp) (layer.Status, layer.Errno) {
 	if hc := f.hctx(op.Handle); hc != nil {
+		f.releaseOverwrite(hc)
 		f.att.SetHandleContext(op.Handle, nil)
 		f.untrack(hc)
 	}
@@ -681,6 +697,13 @@ func (f *Filter) preRead(c *layer.Call, op *layer.ReadOp) (layer.Status, layer.E
 	}
 	rec := hc.stubRec()
 	if rec == nil {
+		return cont, 0
+	}
+	if f.overwriteOf(hc.ino) != nil {
+		if errno := f.settle(c, hc.ino); errno != 0 {
+			return done, errno
+		}
+		hc.setLocal()
 		return cont, 0
 	}
 	size := int64(rec.Size)
@@ -739,6 +762,9 @@ func (f *Filter) needData(c *layer.Call, h *layer.Handle) layer.Errno {
 	if hc == nil {
 		return 0
 	}
+	if errno := f.settle(c, hc.ino); errno != 0 {
+		return errno
+	}
 	hc.mu.Lock()
 	ready := hc.resident
 	hc.mu.Unlock()
@@ -759,6 +785,9 @@ func (f *Filter) needLocal(c *layer.Call, h *layer.Handle) layer.Errno {
 	if hc == nil {
 		return 0
 	}
+	if errno := f.settle(c, hc.ino); errno != 0 {
+		return errno
+	}
 	rec := hc.stubRec()
 	if rec == nil {
 		return 0
@@ -778,6 +807,11 @@ func (f *Filter) needLocal(c *layer.Call, h *layer.Handle) layer.Errno {
 }
 
 func (f *Filter) preWrite(c *layer.Call, op *layer.WriteOp) (layer.Status, layer.Errno) {
+	if hc := f.hctx(op.Handle); hc != nil {
+		if handled, errno := f.overwriteWrite(c, hc, op); handled {
+			return done, errno
+		}
+	}
 	if errno := f.needData(c, op.Handle); errno != 0 {
 		return done, errno
 	}
@@ -810,6 +844,13 @@ func (f *Filter) preLseek(c *layer.Call, op *layer.LseekOp) (layer.Status, layer
 	}
 	rec := hc.stubRec()
 	if rec == nil || (op.Whence != unix.SEEK_DATA && op.Whence != unix.SEEK_HOLE) {
+		return cont, 0
+	}
+	if f.overwriteOf(hc.ino) != nil {
+		if errno := f.settle(c, hc.ino); errno != 0 {
+			return done, errno
+		}
+		hc.setLocal()
 		return cont, 0
 	}
 	var idx *index
