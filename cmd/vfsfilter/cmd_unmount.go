@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/vfsfilter/vfsfilter/internal/control"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -64,6 +65,7 @@ func unmountCommand(e *env, path string, lazy bool) error {
 			return errorf(ExitPrivilege, "%s was mounted by uid %d; only that user or root can unmount it", path, owner)
 		}
 	}
+	abortDeadConnection(m)
 	wasLazy, err := unmountFUSE(mnt, lazy)
 	if err != nil {
 		return err
@@ -72,6 +74,27 @@ func unmountCommand(e *env, path string, lazy bool) error {
 		fmt.Fprintf(e.stderr, "vfsfilter: %s was busy or its daemon had died: detached it lazily; it is freed when the last open file is closed\n", path)
 	}
 	return nil
+}
+
+// abortDeadConnection aborts the FUSE connection of a vfsfilter mount whose
+// daemon no longer answers on its control socket. A daemon killed while it
+// had a file open on its own mount cannot finish dying: closing that file
+// waits for a FLUSH reply only it could give, and everything that touches
+// the mount hangs with it. Aborting the connection (fusectl) fails those
+// requests at once. A live daemon always answers, so it is never aborted,
+// and other FUSE file systems are left alone.
+func abortDeadConnection(m mountEntry) {
+	if m.FSType != "fuse.vfsfilter" || !canMountDirectly() {
+		return
+	}
+	if c, err := control.Dial(control.SocketPath(m.MountPoint)); err == nil && c != nil {
+		return
+	}
+	_, minor, ok := strings.Cut(m.Dev, ":")
+	if !ok {
+		return
+	}
+	os.WriteFile("/sys/fs/fuse/connections/"+minor+"/abort", []byte("1"), 0)
 }
 
 // resolveMountpoint makes path absolute and resolves symlinks as the kernel

@@ -16,7 +16,10 @@ type mountEntry struct {
 	// octal escapes (\040 for a space, ...) undone.
 	MountPoint string
 	FSType     string // "fuse.vfsfilter", "ext4", ...
-	Source     string
+	// Dev is the mount's device, "major:minor"; for FUSE the minor names
+	// the connection in /sys/fs/fuse/connections.
+	Dev    string
+	Source string
 	// SuperOptions are the file system's own options (field 11); for
 	// FUSE they include user_id, the uid that mounted it.
 	SuperOptions string
@@ -74,6 +77,7 @@ func parseMountinfo(r io.Reader) ([]mountEntry, error) {
 			ID:         id,
 			ParentID:   parent,
 			MountPoint: unescapeMountinfo(f[4]),
+			Dev:        f[2],
 			FSType:     f[sep+1],
 			Source:     unescapeMountinfo(f[sep+2]),
 		}
