@@ -18,28 +18,12 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/vfsfilter/vfsfilter/internal/s3test"
 )
 
 // versitygwBin finds the pinned versitygw that .ci/setup-hsm.sh installs.
-func versitygwBin() string {
-	if p := os.Getenv("VERSITYGW"); p != "" {
-		return p
-	}
-	if p, err := exec.LookPath("versitygw"); err == nil {
-		return p
-	}
-	for _, dir := range []string{os.Getenv("VFSFILTER_CI_CACHE"), filepath.Join(os.Getenv("HOME"), ".cache", "vfsfilter-ci")} {
-		if dir == "" {
-			continue
-		}
-		if p := filepath.Join(dir, "bin", "versitygw"); fileExists(p) {
-			return p
-		}
-	}
-	return ""
-}
+func versitygwBin() string { return s3test.Binary() }
 
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // s3Server is a real versitygw on loopback with its posix backend in a
 // temporary directory.
