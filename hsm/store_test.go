@@ -24,7 +24,6 @@ import (
 // versitygwBin finds the pinned versitygw that .ci/setup-hsm.sh installs.
 func versitygwBin() string { return s3test.Binary() }
 
-
 // s3Server is a real versitygw on loopback with its posix backend in a
 // temporary directory.
 type s3Server struct {
