@@ -113,6 +113,12 @@
 // requests run as internal calls: they are not reported again, and since
 // they change nothing underneath, the backing watch never sees them.
 //
+// Watchers of the event stream get a change found underneath after its
+// invalidation, so a program that reacts to an event by looking through the
+// mount sees the change (with long entry and attribute timeouts too). The
+// price: while a request in flight holds a kernel lock that an invalidation
+// needs (3 below), the events behind it wait.
+//
 // A replay happens after the invalidation of the same event (the kernel
 // must look the names up again for the replayed syscall to reach the
 // daemon), and the replay thread invalidates a created or renamed-to name

@@ -93,7 +93,9 @@ func (n *Notifier) Serve(srv *layer.Server) error {
 	if n.closed || n.pipe != nil {
 		return nil
 	}
-	p, err := startPipeline(srv, n.log, !n.opts.NoReplay && !srv.ReadOnly())
+	p, err := startPipeline(srv, n.log, !n.opts.NoReplay && !srv.ReadOnly(), func(ev layer.Event) {
+		n.hub.publish(ev, "backing")
+	})
 	if err != nil {
 		return err
 	}
@@ -470,16 +472,19 @@ func (f *Filter) postFlush(c *layer.Call, op *layer.FlushOp, errno layer.Errno) 
 // FilterEvent implements layer.EventFilter. Every event of the backing
 // watch ends here, in visible names, after every filter below translated
 // it or dropped it (and the Source dropped the daemon's own changes). The
-// notify filter hands it to the invalidator (and the replay thread) and
-// lets it on to the subscribers.
+// notify filter hands it to the invalidator, which passes it on to the
+// subscribers once the kernel forgot what it cached about it (and then to
+// the replay thread).
 func (f *Filter) FilterEvent(ev *layer.Event) bool {
 	n := f.n
 	n.mu.Lock()
 	p := n.pipe
 	n.mu.Unlock()
 	if p != nil {
+		// Published once the kernel's caches are invalidated.
 		p.push(*ev)
+	} else {
+		n.hub.publish(*ev, "backing")
 	}
-	n.hub.publish(*ev, "backing")
 	return true
 }

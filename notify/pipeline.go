@@ -15,13 +15,16 @@ import (
 
 // pipeline takes the backing watch's events, in visible names, to the
 // kernel: first the invalidator drops what the kernel caches about them,
-// then the replay thread re-enacts them on the mount so that the kernel
-// emits inotify events. Both run on goroutines of their own and are fed
+// then hands them to the watchers (so that a watcher that reacts to an
+// event by looking through the mount sees the change), then the replay
+// thread re-enacts them on the mount so that the kernel emits inotify
+// events. Both run on goroutines of their own and are fed
 // through bounded queues that the backing watch never blocks on; see
 // doc.go for why this cannot deadlock.
 type pipeline struct {
-	srv *layer.Server
-	log *slog.Logger
+	srv     *layer.Server
+	log     *slog.Logger
+	publish func(layer.Event) // to the watchers, after the invalidation
 
 	inv    chan layer.Event // to the invalidator
 	rep    chan layer.Event // to the replay thread; nil without replay
@@ -40,8 +43,8 @@ const (
 	replayQueue = 1 << 12
 )
 
-func startPipeline(srv *layer.Server, log *slog.Logger, replay bool) (*pipeline, error) {
-	p := &pipeline{srv: srv, log: log, inv: make(chan layer.Event, invQueue)}
+func startPipeline(srv *layer.Server, log *slog.Logger, replay bool, publish func(layer.Event)) (*pipeline, error) {
+	p := &pipeline{srv: srv, log: log, publish: publish, inv: make(chan layer.Event, invQueue)}
 	if replay {
 		p.rep = make(chan layer.Event, replayQueue)
 		ready := make(chan struct{})
@@ -56,12 +59,15 @@ func startPipeline(srv *layer.Server, log *slog.Logger, replay bool) (*pipeline,
 
 // push queues an event without ever blocking: the backing watch must keep
 // reading. When the invalidator is that far behind, the events it misses
-// are replaced by invalidating everything the kernel caches.
+// are replaced by invalidating everything the kernel caches, and the
+// watchers get a rescan of the whole mount in their place.
 func (p *pipeline) push(ev layer.Event) {
 	select {
 	case p.inv <- ev:
 	default:
-		p.lost.Store(true)
+		if !p.lost.Swap(true) {
+			p.publish(layer.Event{Kind: layer.EventRescan})
+		}
 	}
 }
 
@@ -82,6 +88,7 @@ func (p *pipeline) invalidateLoop() {
 		}
 		p.srv.Invalidate(ev)
 		p.invalidated.Add(1)
+		p.publish(ev)
 		if p.rep == nil || ev.Kind == layer.EventRescan {
 			continue
 		}
