@@ -1,78 +1,96 @@
 #!/usr/bin/env bash
 # bench/crypt.sh: vfsfilter's crypt filter against gocryptfs (Debian's),
-# both measured in one run on the same machine and file system; prints a
-# markdown table of throughputs/times and the ratio vfsfilter/gocryptfs
-# (higher is better for vfsfilter).
+# native ext4 and vfsfilter's plain passthrough, all measured in one run on
+# the same machine and file system; prints a markdown table of
+# throughputs/times and the ratios (higher is better for vfsfilter crypt).
 #
-#   bench/crypt.sh [--size-mib N] [--runs N] [--out FILE]
+#   bench/crypt.sh [--size-mib N] [--runs N] [--out FILE] [--fs image|dir]
 #
 # Needs root (mounts, drop_caches) and gocryptfs (.ci/setup-crypt.sh).
 # Workloads: sequential write of SIZE MiB (dd bs=1M, fsync), sequential
-# read cold (after remount and drop_caches) and warm (second read of the
-# same open-close cycle, page cache kept where the file system allows),
-# untar of a source tree, ls -lR (after remount), rm -rf of the tree.
+# read cold (after remount and drop_caches) and warm (a second read, page
+# cache kept where the file system allows), untar of a source tree (then
+# sync), ls -lR (after remount), rm -rf of the tree. Configurations run in
+# turn within each round, in a different order each round, so that a
+# disturbance of the shared machine does not always hit the same one.
+# --fs image (the default) runs everything on a fresh journaled ext4 image
+# (bench/lib/ext4img.sh says why); --fs dir on the file system of the work
+# directory ($TMPDIR or /var/tmp).
 set -euo pipefail
 export LC_ALL=C
 
 size=512
 runs=3
 out=""
+fs=image
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--size-mib) size=$2; shift 2 ;;
 	--runs) runs=$2; shift 2 ;;
 	--out) out=$2; shift 2 ;;
-	-h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+	--fs) fs=$2; shift 2 ;;
+	-h|--help) sed -n '2,18p' "$0"; exit 0 ;;
 	*) echo "crypt.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
+case $fs in image|dir) ;; *) echo "crypt.sh: --fs wants image or dir" >&2; exit 2 ;; esac
 command -v gocryptfs >/dev/null || { echo "crypt.sh: gocryptfs missing; run .ci/setup-crypt.sh" >&2; exit 2; }
 [ "$(id -u)" -eq 0 ] || { echo "crypt.sh: needs root" >&2; exit 2; }
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d /var/tmp/vfsfilter-cryptbench.XXXXXX)
-pids=()
+. "$repo/bench/lib/ext4img.sh"
+work=$(mktemp -d "${TMPDIR:-/var/tmp}/vfsfilter-cryptbench.XXXXXX")
+data=$work
 cleanup() {
 	for m in "$work"/mnt-*; do
-		mountpoint -q "$m" 2>/dev/null && umount -l "$m" 2>/dev/null || true
+		mountpoint -q "$m" 2>/dev/null && { umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; }
 	done
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	[ "$data" = "$work" ] || ext4img_umount "$work/fs" "$work/ext4.img"
 	rm -rf "$work"
 }
 trap cleanup EXIT
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
+fsdesc="the work directory's file system ($(df -T "$work" | awk 'NR==2{print $2}'))"
+if [ "$fs" = image ]; then
+	if ext4img_mount "$work/ext4.img" "$work/fs" $((size * 4 + 4096)); then
+		data=$work/fs
+		fsdesc="a fresh journaled ext4 image (loop device, direct I/O)"
+	else
+		log "no ext4 image; running on the work directory's file system"
+	fi
+fi
+
 log "building"
-(cd "$repo" && go build -o "$work/vfsfilter" ./cmd/vfsfilter && go build -o "$work/cryptmount" ./bench/cryptmount)
+(cd "$repo" && go build -o "$work/vfsfilter" ./cmd/vfsfilter)
 printf 'bench passphrase\n' >"$work/pass"
 chmod 600 "$work/pass"
 
-# A source tree to untar: Go's own sources (several thousand small files).
+# A source tree to untar: Go's own sources (a few thousand small files).
 goroot=$(go env GOROOT)
 tar -C "$goroot/src" -cf "$work/tree.tar" net crypto go
 nfiles=$(tar -tf "$work/tree.tar" | wc -l)
 dd if=/dev/urandom of="$work/big.src" bs=1M count="$size" status=none
 
-mkdir -p "$work/back-vfs" "$work/back-gcf" "$work/mnt-vfs" "$work/mnt-gcf"
-"$work/vfsfilter" init --crypt --passfile "$work/pass" "$work/back-vfs" >/dev/null
-gocryptfs -q -init -passfile "$work/pass" "$work/back-gcf" >/dev/null
+configs="nat pt gcf vfs"
+declare -A label=([nat]="ext4" [pt]="passthrough" [gcf]="gocryptfs" [vfs]="vfsfilter crypt")
+for c in $configs; do mkdir -p "$data/back-$c" "$work/mnt-$c"; done
+"$work/vfsfilter" init --crypt --passfile "$work/pass" "$data/back-vfs" >/dev/null
+gocryptfs -q -init -passfile "$work/pass" "$data/back-gcf" >/dev/null 2>&1
 
+# dir CONFIG: where the workloads run for CONFIG.
+dir() { if [ "$1" = nat ]; then echo "$data/back-nat"; else echo "$work/mnt-$1"; fi; }
 mount_fs() {
 	case $1 in
-	vfs)
-		if "$work/vfsfilter" mount --help 2>/dev/null | grep -q -- --passfile; then
-			"$work/vfsfilter" mount --daemon --passfile "$work/pass" "$work/back-vfs" "$work/mnt-vfs"
-		else
-			"$work/cryptmount" "$work/pass" "$work/back-vfs" "$work/mnt-vfs" &
-			pids+=($!)
-			for _ in $(seq 100); do mountpoint -q "$work/mnt-vfs" && break; sleep 0.05; done
-		fi
-		;;
-	gcf) gocryptfs -q -passfile "$work/pass" "$work/back-gcf" "$work/mnt-gcf" ;;
+	nat) return 0 ;;
+	pt) "$work/vfsfilter" mount --daemon "$data/back-pt" "$work/mnt-pt" ;;
+	vfs) "$work/vfsfilter" mount --daemon --passfile "$work/pass" "$data/back-vfs" "$work/mnt-vfs" ;;
+	gcf) gocryptfs -q -passfile "$work/pass" "$data/back-gcf" "$work/mnt-gcf" 2>/dev/null ;;
 	esac
 	mountpoint -q "$work/mnt-$1" || { echo "crypt.sh: mount $1 failed" >&2; exit 1; }
 }
 umount_fs() {
+	[ "$1" = nat ] && return 0
 	umount "$work/mnt-$1"
 	for _ in $(seq 100); do mountpoint -q "$work/mnt-$1" || break; sleep 0.05; done
 	sleep 0.2
@@ -82,45 +100,61 @@ now() { date +%s.%N; }
 # t CMD...: seconds CMD takes.
 t() { local s; s=$(now); "$@" >/dev/null 2>&1; awk -v a="$s" -v b="$(now)" 'BEGIN{printf "%.4f", b-a}'; }
 median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+spread() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END{if (a[1] > 0) printf "%.0f%%", 100*(a[NR]-a[1])/a[1]; else print "-"}'; }
 
 declare -A res
-run_one() { # fs
-	local fs=$1 m="$work/mnt-$1"
-	mount_fs "$fs"
+run_one() { # config
+	local c=$1 m
+	m=$(dir "$1")
+	mount_fs "$c"
 	rm -rf "$m/big" "$m/tree"
 	drop
-	res[$fs,seqwrite]+=" $(t dd if="$work/big.src" of="$m/big" bs=1M conv=fsync)"
-	umount_fs "$fs"; drop; mount_fs "$fs"
-	res[$fs,seqread-cold]+=" $(t dd if="$m/big" of=/dev/null bs=1M)"
-	res[$fs,seqread-warm]+=" $(t dd if="$m/big" of=/dev/null bs=1M)"
-	res[$fs,untar]+=" $(t sh -c "mkdir '$m/tree' && tar -C '$m/tree' -xf '$work/tree.tar' && sync")"
-	umount_fs "$fs"; drop; mount_fs "$fs"
-	res[$fs,ls-lR]+=" $(t ls -lR "$m/tree")"
-	res[$fs,rm-rf]+=" $(t rm -rf "$m/tree" "$m/big")"
-	umount_fs "$fs"
+	res[$c,seqwrite]+=" $(t dd if="$work/big.src" of="$m/big" bs=1M conv=fsync)"
+	umount_fs "$c"; drop; mount_fs "$c"
+	res[$c,seqread-cold]+=" $(t dd if="$m/big" of=/dev/null bs=1M)"
+	res[$c,seqread-warm]+=" $(t dd if="$m/big" of=/dev/null bs=1M)"
+	res[$c,untar]+=" $(t sh -c "mkdir '$m/tree' && tar -C '$m/tree' -xf '$work/tree.tar' && sync")"
+	umount_fs "$c"; drop; mount_fs "$c"
+	res[$c,ls-lR]+=" $(t ls -lR "$m/tree")"
+	res[$c,rm-rf]+=" $(t sh -c "rm -rf '$m/tree' '$m/big' && sync")"
+	umount_fs "$c"
 }
 
 # Warm the source file so the write measures the file system, not the disk.
-cat "$work/big.src" >/dev/null
+cat "$work/big.src" "$work/tree.tar" >/dev/null
+set -- $configs
 for r in $(seq "$runs"); do
-	for fs in gcf vfs; do
-		log "run $r: $fs"
-		run_one "$fs"
+	# Rotate the order: round r starts with the r-th configuration.
+	order=""
+	for i in $(seq 0 $(($# - 1))); do
+		j=$(((i + r - 1) % $# + 1))
+		order+=" ${!j}"
+	done
+	for c in $order; do
+		log "round $r: ${label[$c]}"
+		run_one "$c"
 	done
 done
 
 report() {
-	echo "crypt benchmark: vfsfilter crypt vs $(gocryptfs -version | head -1 | cut -d';' -f1), $size MiB file, untar of $nfiles entries, median of $runs; $(nproc) cores, kernel $(uname -r)"
+	echo "crypt benchmark: vfsfilter crypt vs $(gocryptfs -version | head -1 | cut -d';' -f1), ext4 and vfsfilter's passthrough; $size MiB file, untar of $nfiles entries; median of $runs (spread max/min-1 of vfsfilter crypt); on $fsdesc; $(nproc) cores, kernel $(uname -r)"
 	echo
-	echo "| workload | gocryptfs | vfsfilter | ratio (vfsfilter/gocryptfs, >1 is better) |"
-	echo "| --- | --- | --- | --- |"
+	echo "| workload | ext4 | passthrough | gocryptfs | vfsfilter crypt | spread | **vs gocryptfs** | vs ext4 | vs passthrough |"
+	echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 	for w in seqwrite seqread-cold seqread-warm untar ls-lR rm-rf; do
+		local n p g v sp
+		n=$(echo "${res[nat,$w]}" | median)
+		p=$(echo "${res[pt,$w]}" | median)
 		g=$(echo "${res[gcf,$w]}" | median)
 		v=$(echo "${res[vfs,$w]}" | median)
+		sp=$(echo "${res[vfs,$w]}" | spread)
+		# Ratios are speed ratios: the other's time over vfsfilter crypt's.
 		case $w in
-		seq*) awk -v g="$g" -v v="$v" -v s="$size" -v w="$w" 'BEGIN{printf "| %s | %.0f MB/s | %.0f MB/s | %.2fx |\n", w, s*1.048576/g, s*1.048576/v, g/v}' ;;
-		*) awk -v g="$g" -v v="$v" -v w="$w" 'BEGIN{printf "| %s | %.2f s | %.2f s | %.2fx |\n", w, g, v, g/v}' ;;
+		seq*) awk -v n="$n" -v p="$p" -v g="$g" -v v="$v" -v s="$size" -v w="$w" -v sp="$sp" 'BEGIN{m=s*1.048576; printf "| %s | %.0f MB/s | %.0f MB/s | %.0f MB/s | %.0f MB/s | %s | **%.2fx** | %.2fx | %.2fx |\n", w, m/n, m/p, m/g, m/v, sp, g/v, n/v, p/v}' ;;
+		*) awk -v n="$n" -v p="$p" -v g="$g" -v v="$v" -v w="$w" -v sp="$sp" 'BEGIN{printf "| %s | %.2f s | %.2f s | %.2f s | %.2f s | %s | **%.2fx** | %.2fx | %.2fx |\n", w, n, p, g, v, sp, g/v, n/v, p/v}' ;;
 		esac
 	done
+	echo
+	echo "Ratios are speeds relative to vfsfilter crypt's (>1: vfsfilter crypt is faster). Targets (issue 4): write >= 1.3x gocryptfs, cold read >= 1.5x, warm read >= 5x, metadata (untar, ls -lR, rm -rf) >= 1.0x."
 }
 report | tee ${out:+"$out"}

@@ -24,6 +24,9 @@ usage: bench/run.sh [options]
                      --extra "long-timeouts=mount --daemon --attr-timeout 30s --entry-timeout 30s"
   --vfsfilter PATH   use this vfsfilter binary instead of building ./cmd/vfsfilter
   --timeout SEC      kill a single benchmark command after SEC seconds (default 900)
+  --fs image|dir     image (default, as root): run on a fresh journaled ext4
+                     image on a loop device (bench/lib/ext4img.sh says why);
+                     dir: on the file system of the work directory ($TMPDIR)
   -h, --help         this text
 
 Configurations: native, loopback, passthrough, hide20, passthrough-cache
@@ -47,6 +50,7 @@ ONLY=""
 TIMEOUT=900
 VFS_BIN=""
 EXTRA_SPECS=()
+FS=image
 
 is_pos() { [[ $1 =~ ^[0-9]+$ ]] && ((10#$1 >= 1)); }
 
@@ -93,7 +97,12 @@ while (($#)); do
 		TIMEOUT=$2
 		shift
 		;;
-	--runs=* | --size-mib=* | --files=* | --out=* | --only=* | --extra=* | --vfsfilter=* | --timeout=*)
+	--fs)
+		(($# >= 2)) || die "$1 needs a value"
+		FS=$2
+		shift
+		;;
+	--runs=* | --size-mib=* | --files=* | --out=* | --only=* | --extra=* | --vfsfilter=* | --timeout=* | --fs=*)
 		k=${1%%=*}
 		v=${1#*=}
 		shift
@@ -116,6 +125,7 @@ is_pos "$RUNS" || die "--runs must be a positive integer"
 is_pos "$SIZE_MIB" || die "--size-mib must be a positive integer"
 is_pos "$NFILES" || die "--files must be a positive integer"
 is_pos "$TIMEOUT" || die "--timeout must be a positive integer"
+[[ $FS == image || $FS == dir ]] || die "--fs wants image or dir"
 RUNS=$((10#$RUNS)) SIZE_MIB=$((10#$SIZE_MIB)) NFILES=$((10#$NFILES)) TIMEOUT=$((10#$TIMEOUT))
 [[ -z $VFS_BIN || -x $VFS_BIN ]] || die "--vfsfilter $VFS_BIN is not executable"
 if [[ -n $OUT ]]; then
@@ -203,6 +213,10 @@ W=$(cd "$W" && pwd -P) # mountinfo shows resolved paths
 }
 LOGDIR=$W/logs
 mkdir -p "$LOGDIR"
+# DATA holds every backing directory (and native's files); $W/fs when the
+# ext4 image is mounted (after the traps below are set).
+DATA=$W
+. "$REPO/bench/lib/ext4img.sh"
 
 MOUNTS=()         # "kind|mountpoint|pid" of every mount this script made
 declare -A OWN_PIDS=() # PIDs of background processes this script started
@@ -325,6 +339,7 @@ cleanup() {
 		unmount_entry "$k" "$mp" "$pd"
 	done
 	MOUNTS=()
+	[[ $DATA == "$W" ]] || ext4img_umount "$W/fs" "$W/ext4.img"
 	for p in "${!OWN_PIDS[@]}"; do
 		if pid_alive "$p"; then
 			kill -TERM "$p" 2>/dev/null
@@ -344,6 +359,14 @@ trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT
 trap 'log "terminated"; exit 143' TERM
 trap 'exit 129' HUP
+
+if [[ $FS == image ]]; then
+	if ((IS_ROOT)) && ext4img_mount "$W/ext4.img" "$W/fs" $((SIZE_MIB * 4 + 4096)) 2>>"$LOGDIR/errors.log"; then
+		DATA=$W/fs
+	else
+		log "no ext4 image (see $LOGDIR/errors.log); running on the work dir's file system"
+	fi
+fi
 
 # run_cmd CMD...: run one benchmark command with a time limit, in the
 # background so that a signal interrupts the script at once (the trap then
@@ -561,7 +584,7 @@ alive() { # cfg mnt
 
 run_round() { # cfg round
 	local c=$1 r=$2 base b m pid t0 t1 s rc cpu0 cpu1 bytes=0 size_b have_big=0 have_tree=0
-	base=$W/r$r-$c
+	base=$DATA/r$r-$c
 	b=$base/backing
 	mkdir -p "$b"
 	if [[ ${CFG_KIND[$c]} == native ]]; then
@@ -833,7 +856,7 @@ REPORT=$W/report.md
 	echo
 	echo "- date: $START (finished $(date -u '+%H:%M:%S UTC'))"
 	echo "- kernel: $(uname -srm); $kernel_passthrough"
-	echo "- machine: $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo); work dir $W on $(findmnt -n -o FSTYPE -T "$W" 2>/dev/null || stat -f -c %T "$W") ($(df -P "$W" | awk 'NR == 2 { print $1 }'))"
+	echo "- machine: $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo); data on $(if [[ $DATA == "$W" ]]; then echo "the work dir $W: $(findmnt -n -o FSTYPE -T "$W" 2>/dev/null || stat -f -c %T "$W") ($(df -P "$W" | awk 'NR == 2 { print $1 }'))"; else echo "a fresh journaled ext4 image on a loop device (direct I/O)"; fi)"
 	if ((RUNS > 1)); then
 		echo "- runs: $RUNS per workload, median reported; configurations interleaved and their order rotated each round"
 	else
