@@ -190,8 +190,16 @@ func (f *Filter) settleOwned(c *layer.Call, h *layer.Handle) layer.Errno {
 	return 0
 }
 
+// preFlush settles the overwrite the closing handle owns. If that fails,
+// close(2) reports EIO and the prefix is dropped at once, not at RELEASE,
+// which the kernel sends some time after close returns: otherwise a read
+// in that moment would recall the file (the store may be back by then) and
+// lay over it a prefix that close already reported lost.
 func (f *Filter) preFlush(c *layer.Call, op *layer.FlushOp) (layer.Status, layer.Errno) {
 	if errno := f.settleOwned(c, op.Handle); errno != 0 {
+		if hc := f.hctx(op.Handle); hc != nil {
+			f.releaseOverwrite(hc)
+		}
 		return done, errno
 	}
 	return cont, 0
@@ -204,9 +212,9 @@ func (f *Filter) preFsync(c *layer.Call, op *layer.FsyncOp) (layer.Status, layer
 	return cont, 0
 }
 
-// releaseOverwrite drops the overwrite hc owns when its handle goes. A
-// flush before it normally settled it; if that failed, the prefix is lost
-// (close said EIO) and the stub stays as it was.
+// releaseOverwrite drops the overwrite hc owns when its handle goes or its
+// flush failed: the prefix is lost (close said EIO) and the stub stays as
+// it was.
 func (f *Filter) releaseOverwrite(hc *hctx) {
 	ow := f.overwriteOf(hc.ino)
 	if ow == nil || ow.owner != hc {
