@@ -751,8 +751,10 @@ func (f *Filter) zeroRange(c *layer.Call, h *layer.Handle, of *openFile, s, e, c
 		}
 		return f.writeBelow(c, h, ct, f.content.BlockOff(b), false)
 	}
-	if k0 >= k1 {
-		// Within one block.
+	if k0 > k1 {
+		// Within one block. (k0 == k1 is a range across one block
+		// boundary with no whole block in it: two partial blocks,
+		// below.)
 		return partial(s/bs, s, e)
 	}
 	if s < k0*bs {
