@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/vfsfilter/vfsfilter/layer"
+	"golang.org/x/sys/unix"
 )
 
 // dirInfo is what crypt knows of one plaintext directory: where it is
@@ -198,8 +199,16 @@ func (f *Filter) readSmall(c *layer.Call, cpath string, max int) ([]byte, layer.
 }
 
 // writeSmall creates the file cpath (O_EXCL) with data, owned by root
-// (internal call). It reports created false, with no error, when the file
-// exists already.
+// (internal call), and makes data durable before anything the caller
+// creates afterwards (see settle). It reports created false, with no
+// error, when the file exists already.
+//
+// It writes the files that names depend on: directory IVs (every entry of
+// the directory is encrypted under the IV) and long-name side files (the
+// entry's name is only a hash of the side file's content). Either one
+// lost in a crash while the entries that depend on it survive makes those
+// entries unreadable for good, so its content must reach the disk no
+// later than the first entry that needs it.
 func (f *Filter) writeSmall(c *layer.Call, cpath string, data []byte, mode uint32) (created bool, errno layer.Errno) {
 	ic := layer.InternalCall(c.Context)
 	op := &layer.CreateOp{Path: cpath, Flags: syscall.O_WRONLY | syscall.O_CREAT | syscall.O_EXCL, Mode: mode}
@@ -215,7 +224,7 @@ func (f *Filter) writeSmall(c *layer.Call, cpath string, data []byte, mode uint3
 		errno = syscall.EIO
 	}
 	if errno == 0 {
-		errno = f.att.Below.Do(ic, &layer.FsyncOp{Handle: op.Handle})
+		errno = f.settle(ic, op.Handle)
 	}
 	f.att.Below.Do(ic, &layer.ReleaseOp{Handle: op.Handle})
 	if errno != 0 {
@@ -223,6 +232,61 @@ func (f *Filter) writeSmall(c *layer.Call, cpath string, data []byte, mode uint3
 		return false, errno
 	}
 	return true, 0
+}
+
+// settle makes the data just written to the new file h durable before any
+// change to the backing file system that follows it, without waiting for
+// a journal commit as fsync does (one per mkdir: about 1.2 ms against
+// 0.1 ms on a loop-mounted ext4 here).
+//
+// sync_file_range(WAIT_BEFORE|WRITE|WAIT_AFTER) writes the file's dirty
+// pages and returns when their writeback has ended. On ext4 (any data=
+// mode) and XFS, writeback ends only after everything the data needs to
+// be found has been handed to the journal: the block allocation and the
+// on-disk size (at submission), and the conversion of an unwritten extent
+// to a written one (at I/O completion, before the pages leave writeback;
+// ext4 allocates unwritten extents at writeback since dioread_nolock
+// became its default in Linux 5.6). So when it returns,
+//
+//   - the data is on the device (perhaps in its volatile cache), and
+//   - the metadata that makes it reachable is in the journal's running
+//     transaction or an earlier one.
+//
+// Every entry created afterwards in the directory (or, for a side file,
+// the entry it names) is a change in the same or a later transaction.
+// Journals commit transactions in order, and a commit flushes the
+// device's cache before its commit record, so after a crash an entry that
+// survived implies that its IV or side file survived with its content.
+//
+// The waits matter: SYNC_FILE_RANGE_WRITE alone returns once the I/O is
+// submitted, and on ext4 with dioread_nolock the extent is still
+// unwritten then (measured: 1 in 4 times on Linux 6.18); a later
+// transaction holding an entry could commit before the conversion, and
+// the IV file would read back as 16 zero bytes, a wrong IV that nothing
+// detects.
+//
+// File systems that do not work this way (btrfs records a new extent in
+// its tree only after writeback has ended; network and FUSE file systems)
+// get no such ordering: a crash may lose an IV or side file written
+// moments before, as with gocryptfs, which never syncs. See doc.go.
+//
+// A handle without a descriptor (a virtual file of a filter below), or a
+// file system without sync_file_range, gets the FsyncOp instead.
+func (f *Filter) settle(c *layer.Call, h *layer.Handle) layer.Errno {
+	if h.Fd >= 0 {
+		err := unix.SyncFileRange(h.Fd, 0, 0, unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
+		switch err {
+		case nil:
+			return 0
+		case syscall.EINVAL, syscall.ESPIPE, syscall.ENOSYS, syscall.EOPNOTSUPP:
+			// Not supported here: fsync.
+		default:
+			// A write-back error (EIO, ENOSPC). Not retried with
+			// fsync: the error may have been consumed.
+			return layer.ToErrno(err)
+		}
+	}
+	return f.att.Below.Do(c, &layer.FsyncOp{Handle: h})
 }
 
 // writeSide writes the side file of a long name before the entry is
