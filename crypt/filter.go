@@ -24,7 +24,7 @@ import (
 // below, in ciphertext offsets.
 type Filter struct {
 	content *Content
-	names   *Names
+	names   *nameCache
 	att     *layer.Attachment
 	log     *slog.Logger
 	rootMu  sync.Mutex
@@ -62,7 +62,7 @@ func New(keys *Keys, opts Options) (*Filter, error) {
 	}
 	return &Filter{
 		content: content,
-		names:   names,
+		names:   newNameCache(names, nameCacheMax),
 		dirs:    newDirCache(opts.DirCacheTTL, 8192),
 		files:   map[uint64]*fileState{},
 	}, nil
