@@ -46,6 +46,23 @@
 //     the name and the directory's IV only, so an entry (keyed by both)
 //     never goes stale; each direction is bounded (cleared at 8192
 //     entries).
+//   - Writes remember what they left (io.go, writeCache): the ciphertext
+//     size and the plaintext of the partial last block, so that
+//     sequential writes (tar writes 10 KiB records: every second one
+//     starts inside a block) need neither an fstat nor a read and
+//     decryption of that block. The cache lives in the per-file state,
+//     only while the file is open, and is dropped by every open of the
+//     file, truncate, fallocate and failed write. Before each use, the
+//     size below is checked with one lseek(SEEK_END) (cheaper than the
+//     fstat it replaces), so a change made below the mount that changes
+//     the size (a truncation, an append, a restore) is seen and never
+//     makes crypt write a block where the old size said, or without a
+//     header. A change below that keeps the size is not seen: the next
+//     write through the mount merges with the last block as crypt last
+//     wrote it. That is a lost update between two uncoordinated writers
+//     of ciphertext, never invalid ciphertext, and such writers were not
+//     supported before (crypt keeps the file id per open file; see
+//     Known limits).
 //   - Open files keep the kernel's page cache across opens (KeepCache).
 //     gocryptfs does not, so each open rereads and redecrypts. This is
 //     correct because every change to a file's plaintext passes through

@@ -33,7 +33,34 @@ type fileState struct {
 	// lastBad is the last damaged block logged (+1; 0 is none), so that
 	// the kernel's retries of one bad page give one log line.
 	lastBad atomic.Uint64
+
+	// opens counts the opens of the file (through this mount) since the
+	// state was made. The write cache is only used by the same
+	// generation of opens that filled it.
+	opens atomic.Uint64
+
+	// The write cache: what crypt's own last write left below, so that
+	// the next one (sequential writes: tar, cp, logs) needs neither an
+	// fstat for the size nor a read of the partial last block it
+	// continues. Guarded by mu held exclusively; only writers use it.
+	// See writeSize for when it is trusted.
+	wc writeCache
 }
+
+// writeCache is a fileState's memory of its own last write.
+type writeCache struct {
+	ok    bool   // csize (and gen) are valid
+	gen   uint64 // fileState.opens when filled
+	csize uint64 // ciphertext size below after the write
+	// tailOK says tail is the plaintext of the file's partial last
+	// block (the plaintext size is not a multiple of the block size):
+	// exactly its plaintext size % block size bytes.
+	tailOK bool
+	tail   []byte
+}
+
+// drop forgets the write cache. Callers hold the block lock exclusively.
+func (w *writeCache) drop() { w.ok, w.tailOK, w.tail = false, false, w.tail[:0] }
 
 // openFile is crypt's context on a Handle of a regular file.
 type openFile struct {
@@ -103,7 +130,11 @@ func backingFlags(flags uint32) uint32 {
 func (f *Filter) adopt(h *layer.Handle, ino uint64, path string) {
 	h.Passthrough = false
 	h.KeepCache = true
-	f.att.SetHandleContext(h, &openFile{st: f.acquire(ino), path: path})
+	st := f.acquire(ino)
+	// An open may have changed the file (O_TRUNC, a recall below):
+	// writes after it do not trust what earlier ones left (writeSize).
+	st.opens.Add(1)
+	f.att.SetHandleContext(h, &openFile{st: st, path: path})
 }
 
 func (f *Filter) open(c *layer.Call, op *layer.OpenOp) (layer.Status, layer.Errno) {
@@ -415,17 +446,66 @@ func (f *Filter) header(c *layer.Call, h *layer.Handle, of *openFile, csize uint
 	return id, nil, errno
 }
 
+// writeSize returns the ciphertext size below for a write. The size that
+// crypt's own last write left (the write cache) is trusted when
+//
+//   - no open of the file came between (opens: an O_TRUNC open, or a
+//     recall by a filter below on open, changes the file without a write
+//     through crypt);
+//   - no truncate or fallocate came between (resize and allocate drop the
+//     cache; so does a write that failed);
+//   - the file's size below still agrees: one lseek(SEEK_END) through the
+//     layers below, cheaper than the fstat it replaces, catches changes
+//     made below the mount by other programs (a truncation, an append, a
+//     restore) that would otherwise make crypt write a block at the wrong
+//     place or without a header. A size below that differs is not an
+//     error: the cache is dropped and the size asked as before.
+//
+// What the size check cannot see is a change below that keeps the size
+// (another program rewriting the last block in place): the next write
+// through the mount then merges its data with the partial last block as
+// crypt last wrote it, a lost update of the other program's bytes but
+// valid ciphertext under the file id crypt holds. crypt keeps the file id
+// per open file already, so such concurrent writers were never supported
+// (doc.go: one mount per backing directory).
+//
+// fromCache tells the caller that st.wc.tail, if tailOK, is valid too.
+func (f *Filter) writeSize(c *layer.Call, h *layer.Handle, st *fileState, gen uint64) (csize uint64, fromCache bool, errno layer.Errno) {
+	if wc := &st.wc; wc.ok && wc.gen == gen {
+		ls := &layer.LseekOp{Handle: h, Whence: unix.SEEK_END}
+		if f.att.Below.Do(layer.InternalCall(c.Context), ls) == 0 && ls.Out == wc.csize {
+			return wc.csize, true, 0
+		}
+	}
+	st.wc.drop()
+	csize, errno = f.cipherSize(c, h)
+	return csize, false, errno
+}
+
 // writeAt writes data at plaintext offset off with one write below: the
 // blocks it covers, the partial first and last ones merged with their old
-// contents (read-modify-write). Callers hold the block lock exclusively.
+// contents (read-modify-write; the partial last block of the file comes
+// from the write cache when it holds it). Callers hold the block lock
+// exclusively.
 func (f *Filter) writeAt(c *layer.Call, h *layer.Handle, of *openFile, data []byte, off uint64, kill bool) (int, layer.Errno) {
 	if len(data) == 0 {
 		return 0, 0
 	}
-	csize, errno := f.cipherSize(c, h)
+	st := of.st
+	gen := st.opens.Load()
+	csize, cached, errno := f.writeSize(c, h, st, gen)
 	if errno != 0 {
 		return 0, errno
 	}
+	// The partial last block as crypt last wrote it, when the cache
+	// holds. Whatever happens below from here, the cache describes the
+	// file again only if the write succeeds.
+	var tail []byte
+	tailOK := cached && st.wc.tailOK
+	if tailOK {
+		tail = st.wc.tail
+	}
+	st.wc.drop()
 	oldP, _ := f.content.PlainSize(csize)
 	id, hdr, errno := f.header(c, h, of, csize)
 	if errno != 0 {
@@ -434,10 +514,22 @@ func (f *Filter) writeAt(c *layer.Call, h *layer.Handle, of *openFile, data []by
 	bs := f.content.bs
 	end := off + uint64(len(data))
 	b0, b1 := off/bs, (end-1)/bs
+	// old returns the plaintext of block b as it is below: from the
+	// write cache for the partial last block, else read.
+	old := func(b uint64) ([]byte, bool, layer.Errno) {
+		if tailOK && b == oldP/bs && oldP%bs != 0 && uint64(len(tail)) == oldP%bs {
+			return tail, false, 0
+		}
+		return f.readBlock(c, h, of, &id, b)
+	}
 	// Writing past a partial last block: it becomes a full block now
 	// (zero-padded), or the file would have a short block in its middle.
 	if oldP%bs != 0 && oldP/bs < b0 {
-		if errno := f.padLast(c, h, of, &id, oldP, (oldP/bs+1)*bs); errno != 0 {
+		last, hole, errno := old(oldP / bs)
+		if errno != 0 {
+			return 0, errno
+		}
+		if errno := f.padLast(c, h, of, &id, oldP, (oldP/bs+1)*bs, last, hole); errno != 0 {
 			return 0, errno
 		}
 	}
@@ -452,18 +544,18 @@ func (f *Filter) writeAt(c *layer.Call, h *layer.Handle, of *openFile, data []by
 		defer put()
 		clear(pbuf)
 		if off > b0*bs && b0*bs < oldP {
-			old, _, errno := f.readBlock(c, h, of, &id, b0)
+			p, _, errno := old(b0)
 			if errno != 0 {
 				return 0, errno
 			}
-			copy(pbuf, old)
+			copy(pbuf, p)
 		}
 		if lastStart := b1 * bs; (b1 != b0 || off == b0*bs) && end < min(oldP, lastStart+bs) {
-			old, _, errno := f.readBlock(c, h, of, &id, b1)
+			p, _, errno := old(b1)
 			if errno != 0 {
 				return 0, errno
 			}
-			copy(pbuf[lastStart-b0*bs:], old)
+			copy(pbuf[lastStart-b0*bs:], p)
 		}
 		copy(pbuf[off-b0*bs:], data)
 	}
@@ -488,19 +580,38 @@ func (f *Filter) writeAt(c *layer.Call, h *layer.Handle, of *openFile, data []by
 	if errno := f.writeBelow(c, h, ct, coff, kill); errno != 0 {
 		return 0, errno
 	}
+	// The file below is now the old one with blocks b0..b1 replaced
+	// (and the old partial last block padded, before b0): remember its
+	// size and its partial last block.
+	newP := max(oldP, end)
+	wc := &st.wc
+	wc.ok, wc.gen, wc.csize = true, gen, f.content.CipherSize(newP)
+	switch lb := newP / bs; {
+	case newP%bs == 0:
+		// No partial last block: the next write needs none.
+		wc.tailOK = false
+	case lb == b1:
+		// This write made the last block: pbuf holds it whole.
+		wc.tail = append(wc.tail[:0], pbuf[(lb-b0)*bs:newP-b0*bs]...)
+		wc.tailOK = true
+	default:
+		// The last block is untouched (newP == oldP, lb > b1): as
+		// it was.
+		wc.tail, wc.tailOK = tail, tailOK
+	}
 	return len(data), 0
 }
 
-// padLast rewrites the partial last block of a file of plaintext size oldP
-// so that it reaches min(newEnd, the block's end), zero-filled. A hole
-// stays a hole: extending the file below extends it with zeros.
-func (f *Filter) padLast(c *layer.Call, h *layer.Handle, of *openFile, id *FileID, oldP, newEnd uint64) layer.Errno {
+// padLast rewrites the partial last block of a file of plaintext size oldP,
+// whose plaintext is old, so that it reaches min(newEnd, the block's end),
+// zero-filled. A hole stays a hole: extending the file below extends it
+// with zeros.
+func (f *Filter) padLast(c *layer.Call, h *layer.Handle, of *openFile, id *FileID, oldP, newEnd uint64, old []byte, hole bool) layer.Errno {
+	if hole {
+		return 0
+	}
 	bs := f.content.bs
 	lb := oldP / bs
-	old, hole, errno := f.readBlock(c, h, of, id, lb)
-	if errno != 0 || hole {
-		return errno
-	}
 	pt := make([]byte, min(bs, newEnd-lb*bs))
 	copy(pt, old)
 	ct, err := f.content.Encrypt(nil, pt, lb, id)
@@ -513,6 +624,7 @@ func (f *Filter) padLast(c *layer.Call, h *layer.Handle, of *openFile, id *FileI
 // resize sets the plaintext size of an open file to newP. Callers hold the
 // block lock exclusively.
 func (f *Filter) resize(c *layer.Call, h *layer.Handle, of *openFile, cpath string, newP uint64, kill bool) layer.Errno {
+	of.st.wc.drop()
 	csize, errno := f.cipherSize(c, h)
 	if errno != 0 {
 		return errno
@@ -553,7 +665,11 @@ func (f *Filter) resize(c *layer.Call, h *layer.Handle, of *openFile, cpath stri
 				return errno
 			}
 		} else if oldP%bs != 0 {
-			if errno := f.padLast(c, h, of, &id, oldP, newP); errno != 0 {
+			old, hole, errno := f.readBlock(c, h, of, &id, oldP/bs)
+			if errno != 0 {
+				return errno
+			}
+			if errno := f.padLast(c, h, of, &id, oldP, newP, old, hole); errno != 0 {
 				return errno
 			}
 		}
@@ -632,6 +748,7 @@ func (f *Filter) allocate(c *layer.Call, op *layer.AllocateOp) (layer.Status, la
 	}
 	of.st.mu.Lock()
 	defer of.st.mu.Unlock()
+	of.st.wc.drop()
 	csize, errno := f.cipherSize(c, op.Handle)
 	if errno != 0 {
 		return done, errno
