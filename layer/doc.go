@@ -108,8 +108,13 @@
 //
 // # Extended attributes and ACLs
 //
-// The kernel checks permissions itself (default_permissions), with the
-// backing files' POSIX ACLs, which it caches per inode. On a host without
+// With allow_other (or [MountOptions.KernelPermissions]) the kernel checks
+// permissions itself (default_permissions), with the backing files' POSIX
+// ACLs, which it caches per inode. Otherwise only the mount's owner can
+// enter, the daemon acts with the owner's rights and the backing file
+// system checks: that saves a round trip per entry created or removed (the
+// kernel forgets a directory's attributes when it changes and needs them
+// for its own checks). On a host without
 // SELinux a missing security.selinux label is answered "not supported"
 // rather than "no data": ls -l asks every file for it and the kernel never
 // caches a FUSE file system's answer, while ls stops asking a device that

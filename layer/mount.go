@@ -19,10 +19,26 @@ import (
 type MountOptions struct {
 	// ReadOnly mounts read-only (the kernel refuses writes with EROFS).
 	ReadOnly bool
-	// AllowOther lets other users use the mount. The kernel always
-	// checks permissions itself (default_permissions, with the backing
-	// files' POSIX ACLs), as it would on a local file system.
+	// AllowOther lets other users use the mount. It implies
+	// KernelPermissions.
 	AllowOther bool
+	// KernelPermissions makes the kernel check permissions itself
+	// (default_permissions) with the backing files' POSIX ACLs, which it
+	// then caches per inode: a warm `ls -l` costs no GETXATTR of
+	// system.posix_acl_access per entry. The price: the kernel needs a
+	// directory's attributes for every permission check in it and drops
+	// them whenever an entry is created or removed there, so every
+	// create, unlink or rename after the first in a directory costs one
+	// more round trip (GETATTR): rm -rf sends half again as many
+	// requests, an untar a tenth more.
+	//
+	// Without allow_other only the mount's owner can enter the mount (the
+	// kernel refuses everyone else), and the daemon acts on the backing
+	// files with the owner's rights (as root for a root mount), so the
+	// backing file system's own checks, ACLs included, give the same
+	// answers; POSIX ACLs are still stored and read through getfacl and
+	// setfacl. With allow_other the kernel must check, so it is on.
+	KernelPermissions bool
 	// Debug logs every FUSE request and reply.
 	Debug bool
 	// Options are extra kernel mount options ("nosuid", "noatime", ...).
@@ -91,12 +107,9 @@ func Mount(mountpoint string, stack *Stack, opts MountOptions) (*Server, error) 
 		Name:        "vfsfilter",
 		Debug:       opts.Debug,
 		EnableLocks: true,
-		// POSIX ACLs: the kernel checks permissions with the backing
-		// files' ACLs (as ext4 would) and caches them per inode, which
-		// saves a GETXATTR(system.posix_acl_*) per entry of every
-		// `ls -l` while attributes are cached. It implies
-		// default_permissions.
-		EnableAcl:     true,
+		// POSIX ACLs: see MountOptions.KernelPermissions. The kernel
+		// turns default_permissions on with them.
+		EnableAcl:     opts.KernelPermissions || opts.AllowOther,
 		DirectMount:   true,
 		MaxWrite:      1 << 20,
 		MaxReadAhead:  1 << 20,
@@ -117,9 +130,11 @@ func Mount(mountpoint string, stack *Stack, opts MountOptions) (*Server, error) 
 		// to report, not that of a fusermount fallback.
 		mo.DirectMountStrict = true
 	}
-	if opts.AllowOther {
+	if opts.AllowOther || opts.KernelPermissions {
+		// Implied by EnableAcl; named so that /proc/mounts shows it.
 		mo.Options = append(mo.Options, "default_permissions")
-	} else {
+	}
+	if !opts.AllowOther {
 		// Without HANDLE_KILLPRIV_V2 the kernel asks for
 		// security.capability before every write(2), passthrough
 		// writes included, and never caches the answer: writes run at

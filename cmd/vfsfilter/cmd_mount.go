@@ -42,7 +42,13 @@ Stop it with "vfsfilter unmount MOUNTPOINT" or by signalling it.
 Options for -o, comma separated, as in fstab(5):
   ro, rw                 read-only / read-write (later wins)
   allow_other            let other users in (implies default_permissions)
-  default_permissions    let the kernel check permissions by mode bits
+  default_permissions, acl
+                         let the kernel check permissions (mode bits and
+                         POSIX ACLs) and cache ACLs: a warm ls -l asks for
+                         no ACL, but every create or unlink in a directory
+                         costs one more round trip. Without allow_other
+                         only the mount's owner can enter, and the backing
+                         file system checks (ACLs are stored either way)
   debug                  the same as --debug
   entry_timeout=SECONDS  kernel cache time of names (e.g. 1, 0.5; 0 = none)
   attr_timeout=SECONDS   kernel cache time of attributes
@@ -336,9 +342,10 @@ func mountOptions(cfg *mountConfig, logger *slog.Logger) layer.MountOptions {
 		Logger:          logger,
 		CacheDirs:       cfg.cacheDirs,
 	}
-	if cfg.defaultPermissions && !cfg.allowOther {
-		// AllowOther adds it already.
-		opts.Options = append(opts.Options, "default_permissions")
+	if cfg.defaultPermissions || cfg.acl {
+		// The kernel checks permissions, with ACLs (AllowOther
+		// implies it).
+		opts.KernelPermissions = true
 	}
 	return opts
 }

@@ -18,6 +18,7 @@ type mountConfig struct {
 	readOnly           bool
 	allowOther         bool
 	defaultPermissions bool
+	acl                bool
 	debug              bool
 	// nonempty allows mounting over a directory that has entries; it is
 	// checked here and never reaches the kernel (fuse3 dropped it).
@@ -190,6 +191,7 @@ func newMountConfig(f *mountFlags, args []string) (*mountConfig, error) {
 		*d.dst = *d.opt
 	}
 	c.defaultPermissions = o.defaultPermissions
+	c.acl = o.acl
 	c.nonempty = o.nonempty
 	c.fsName = o.fsName
 	c.kernelOptions = o.kernel
@@ -199,7 +201,7 @@ func newMountConfig(f *mountFlags, args []string) (*mountConfig, error) {
 // parsedOptions is the result of parsing -o; nil pointers mean "not given".
 type parsedOptions struct {
 	readOnly, allowOther, debug                *bool
-	defaultPermissions, nonempty               bool
+	defaultPermissions, acl, nonempty          bool
 	entryTimeout, attrTimeout, negativeTimeout *time.Duration
 	fsName                                     string
 	kernel                                     []string
@@ -234,6 +236,8 @@ func parseOptions(args []string) (*parsedOptions, error) {
 				set(&p.debug, true)
 			case name == "default_permissions":
 				p.defaultPermissions = true
+			case name == "acl":
+				p.acl = true
 			case name == "nonempty":
 				p.nonempty = true
 			case name == "entry_timeout", name == "attr_timeout", name == "negative_timeout":

@@ -20,9 +20,9 @@ func TestParseOptions(t *testing.T) {
 		{name: "empty items", args: []string{",,", ""}},
 		{
 			name: "fstab line",
-			args: []string{"ro,allow_other,default_permissions,nosuid,nodev,noatime,fsname=data"},
+			args: []string{"ro,allow_other,default_permissions,acl,nosuid,nodev,noatime,fsname=data"},
 			want: parsedOptions{
-				readOnly: ptr(true), allowOther: ptr(true), defaultPermissions: true,
+				readOnly: ptr(true), allowOther: ptr(true), defaultPermissions: true, acl: true,
 				fsName: "data", kernel: []string{"nosuid", "nodev", "noatime"},
 			},
 		},
@@ -236,15 +236,23 @@ func TestMountOptions(t *testing.T) {
 	if !o.ReadOnly || o.AllowOther || o.FsName != "x" {
 		t.Errorf("flags lost: %+v", o)
 	}
-	if want := []string{"nosuid", "default_permissions"}; !reflect.DeepEqual(o.Options, want) {
-		t.Errorf("Options = %q, want %q", o.Options, want)
+	if want := []string{"nosuid"}; !reflect.DeepEqual(o.Options, want) || !o.KernelPermissions {
+		t.Errorf("Options = %q, want %q and KernelPermissions", o.Options, want)
+	}
+	c.defaultPermissions = false
+	if o := mountOptions(c, nil); o.KernelPermissions {
+		t.Error("KernelPermissions without default_permissions or acl")
+	}
+	c.acl = true
+	if o := mountOptions(c, nil); !o.KernelPermissions {
+		t.Error("acl does not ask for KernelPermissions")
 	}
 	// 0 means "no caching" to users but "default" to the layer.
 	if o.EntryTimeout <= 0 || o.EntryTimeout > time.Millisecond || o.AttrTimeout != 3*time.Second {
 		t.Errorf("timeouts = %v, %v", o.EntryTimeout, o.AttrTimeout)
 	}
 
-	// allow_other adds default_permissions in the layer already.
+	// allow_other implies KernelPermissions in the layer.
 	c.allowOther = true
 	if o := mountOptions(c, nil); !reflect.DeepEqual(o.Options, []string{"nosuid"}) {
 		t.Errorf("with allow_other, Options = %q", o.Options)
