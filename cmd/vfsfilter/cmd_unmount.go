@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
@@ -73,7 +74,27 @@ func unmountCommand(e *env, path string, lazy bool) error {
 	if wasLazy && !lazy {
 		fmt.Fprintf(e.stderr, "vfsfilter: %s was busy or its daemon had died: detached it lazily; it is freed when the last open file is closed\n", path)
 	}
+	if !wasLazy && m.FSType == "fuse.vfsfilter" {
+		waitDaemonGone(m.MountPoint, daemonExitWait)
+	}
 	return nil
+}
+
+// daemonExitWait bounds how long unmount waits for the daemon to finish.
+const daemonExitWait = 10 * time.Second
+
+// waitDaemonGone waits until the daemon of the unmounted vfsfilter mount
+// at mnt has finished (its control socket is gone), at most d. The daemon
+// still flushes its filters' state and removes its socket after the kernel
+// let go of the mount; a script that mounts the same mountpoint again right
+// after unmount would otherwise race that clean-up.
+func waitDaemonGone(mnt string, d time.Duration) {
+	sock := control.SocketPath(mnt)
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if _, err := control.Dial(sock); err != nil {
+			return
+		}
+	}
 }
 
 // abortDeadConnection aborts the FUSE connection of a vfsfilter mount whose

@@ -21,6 +21,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"log/slog"
 	"net"
 	"os"
@@ -63,6 +64,13 @@ type Server struct {
 	ln  net.Listener
 	log *slog.Logger
 
+	// id identifies the socket file this server made: Close removes the
+	// path only while it is still that file, because once the mount is
+	// gone a new daemon for the same mountpoint may have put its own
+	// socket there (file systems reuse a freed inode number at once, so
+	// the change time is part of it).
+	id fileID
+
 	mu       sync.RWMutex
 	handlers map[string]Handler
 	wg       sync.WaitGroup
@@ -88,12 +96,22 @@ func Listen(path string, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Close removes the file itself, and only if it is still ours.
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	if err := os.Chmod(path, 0600); err != nil {
 		ln.Close()
+		os.Remove(path)
+		return nil, err
+	}
+	// After the chmod, which changes the change time.
+	id, err := statID(path)
+	if err != nil {
+		ln.Close()
+		os.Remove(path)
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{ln: ln, log: log, handlers: map[string]Handler{}, ctx: ctx, cancel: cancel}
+	s := &Server{ln: ln, log: log, handlers: map[string]Handler{}, ctx: ctx, cancel: cancel, id: id}
 	s.wg.Add(1)
 	go s.serve()
 	return s, nil
@@ -112,8 +130,24 @@ func (s *Server) Close() error {
 	s.cancel()
 	err := s.ln.Close()
 	s.wg.Wait()
-	os.Remove(s.ln.Addr().String())
+	path := s.ln.Addr().String()
+	if id, serr := statID(path); serr == nil && id == s.id {
+		os.Remove(path)
+	}
 	return err
+}
+
+type fileID struct {
+	dev, ino uint64
+	ctime    unix.Timespec
+}
+
+func statID(path string) (fileID, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return fileID{}, err
+	}
+	return fileID{st.Dev, st.Ino, st.Ctim}, nil
 }
 
 func (s *Server) serve() {

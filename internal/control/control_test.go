@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -79,4 +80,26 @@ func TestDialNoDaemon(t *testing.T) {
 func TestUnescapeMountinfo(t *testing.T) {
 	assert.Equal(t, "/tmp/a b", unescapeMountinfo(`/tmp/a\040b`))
 	assert.Equal(t, "/plain", unescapeMountinfo("/plain"))
+}
+
+// A daemon that shuts down after a new one took over the path (the mount
+// is gone before the old daemon finishes) leaves the new socket alone.
+func TestCloseLeavesSuccessorsSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.sock")
+	old, err := Listen(path, nil)
+	require.NoError(t, err)
+	// The successor finds the path taken by a server that still answers
+	// in real life; here the old one has stopped listening but not yet
+	// cleaned up, as between ln.Close and the remove.
+	require.NoError(t, old.ln.Close())
+	require.NoError(t, os.Remove(path))
+	succ, err := Listen(path, nil)
+	require.NoError(t, err)
+	defer succ.Close()
+	old.Close()
+	_, err = Dial(path)
+	assert.NoError(t, err, "the successor's socket is still there")
+	succ.Close()
+	_, err = os.Stat(path)
+	assert.True(t, os.IsNotExist(err), "a server removes its own socket: %v", err)
 }
