@@ -163,7 +163,7 @@ add_cfg native native "" 1
 add_cfg loopback loopback "" 1
 add_cfg passthrough vfsfilter "mount --daemon" 1
 add_cfg hide20 vfsfilter "$hide_args" 1
-add_cfg passthrough-cache vfsfilter "mount --daemon --entry-timeout 30s --attr-timeout 30s" 0
+add_cfg passthrough-cache vfsfilter "mount --daemon --entry-timeout 30s --attr-timeout 30s --cache-dirs -o acl" 0
 for spec in "${EXTRA_SPECS[@]}"; do
 	[[ $spec == *=* ]] || die "--extra wants NAME=ARGS, got '$spec'"
 	add_cfg "${spec%%=*}" vfsfilter "${spec#*=}" 0
