@@ -1,8 +1,8 @@
 // Package crypt is vfsfilter's encryption filter: transparent,
-// authenticated encryption of file contents, names and symlink targets,
-// after gocryptfs's design, as a filter at layer.AltitudeCrypt (below
-// namespace, so rules speak plaintext; above HSM, so only ciphertext ever
-// reaches a secondary store).
+// authenticated encryption of file contents, names, symlink targets and
+// user extended attributes, after gocryptfs's design, as a filter at
+// layer.AltitudeCrypt (below namespace, so rules speak plaintext; above
+// HSM, so only ciphertext ever reaches a secondary store).
 //
 // # Parts
 //
@@ -11,9 +11,11 @@
 //     by scrypt (stored N, r, p, salt; default 2^16, 8, 1). The format
 //     version, block size and feature flags are the wrapping's additional
 //     data, so none of them can be changed without the passphrase. The
-//     content and name keys are derived from the master key with
-//     HKDF-SHA256 under distinct labels. Changing the passphrase rewraps
-//     the master key only.
+//     content, name, xattr-name and xattr-value keys are derived from the
+//     master key with HKDF-SHA256 under distinct labels. Changing the
+//     passphrase rewraps the master key only. Four feature flags are
+//     required; FeatureXattr is optional: init sets it, trees made before
+//     it lack it and keep their old behaviour (below).
 //   - content.go: the content codec. A file is an 18-byte header (version,
 //     random 128-bit file id) and blocks of 4 KiB plaintext, each
 //     nonce(16) || AES-256-GCM ciphertext || tag(16), with block number ||
@@ -24,6 +26,18 @@
 //     longer than 255 bytes encrypted are stored as
 //     vfsfilter.longname.<sha256> with a .name side file. Symlink targets
 //     are encrypted as one content block with an all-zero file id.
+//   - xattr.go: extended attributes (trees with FeatureXattr). user.*
+//     names are encrypted with EME under their own key and a fixed
+//     (all-zero) tweak, deterministic so that a name finds its stored
+//     form, and stored as user.vfsfilter.<base64url>; values are
+//     nonce(16) || AES-256-GCM || tag(16) under another key, with the
+//     plaintext name as additional data, so a value cannot be moved to
+//     another attribute. Sizes convert from the size alone (a getxattr
+//     size query decrypts nothing); listxattr decrypts every name, since
+//     its size is the plaintext list's. system.*, security.* and
+//     trusted.* pass through: the kernel below enforces POSIX ACLs and
+//     reads capabilities and labels, and filters below keep their own
+//     trusted.* attributes (the HSM's record).
 //   - filter.go, paths.go, io.go: the glue; namecache.go: the name
 //     cache. fsck.go: the offline checker.
 //
@@ -89,6 +103,14 @@
 //     which the exerciser checks op by op.
 //   - copy_file_range copies through plaintext (blocks are bound to their
 //     file and position, so ciphertext cannot be copied).
+//   - Extended attributes: the stored prefix is user.vfsfilter. and the
+//     names and values have keys of their own, not the file name and
+//     content keys. A value's additional data is its plaintext name,
+//     which binds it to its attribute. Plaintext names whose stored form
+//     would exceed the kernel's 255 bytes (more than MaxXattrPlainName,
+//     180, bytes) are refused with ERANGE, the kernel's error for long
+//     names: the stored form of a name is needed to find it, so there is
+//     no hashed long form as for file names.
 //
 // # Durability of directory IVs and long-name side files
 //
@@ -157,7 +179,20 @@
 //     zero whole blocks undetected; every other change is detected.
 //   - Names and directory structure sizes are visible (padded to 16
 //     bytes), as are file sizes (to the byte) and times.
-//   - Extended attributes are passed through unencrypted.
+//   - Trees made before FeatureXattr pass extended attributes through
+//     unencrypted, as they always did; nothing converts an old tree (its
+//     attributes would have to be rewritten, and init sets the flag only
+//     on new trees). In newer trees, only user.* attributes are
+//     encrypted: system.* (POSIX ACLs), security.* and trusted.* are read
+//     by the kernel or by filters below and stay in the clear.
+//   - Of encrypted attributes, the stored names are deterministic (equal
+//     names on different files look equal below) and value sizes are
+//     visible (plaintext + 32 bytes). A value is bound to its attribute's
+//     name, not to its file: moving it to the same attribute of another
+//     file, or deleting an attribute, is not detected. Plaintext names
+//     are limited to 180 bytes (ERANGE), values to 65504 bytes (E2BIG;
+//     the backing file system may allow less: ext4 without ea_inode fits
+//     about 4 KiB per inode, ENOSPC).
 //   - A file whose every block is rewritten keeps its file id; nonces are
 //     random per block (128-bit), so this reuses no nonce.
 //   - Two mounts of one backing directory at a time are not supported
@@ -169,5 +204,8 @@
 // include it and one log line naming the file and block; other blocks read
 // (the kernel retries a failed read-ahead page by page). A damaged header
 // gives EIO with a log line. A name that does not decrypt is hidden from
-// listings. "vfsfilter crypt fsck" reports all of these.
+// listings. An extended attribute value that fails authentication gives
+// EIO with a log line naming the file and attribute (never the value); a
+// stored attribute name that does not decrypt is hidden from listxattr.
+// "vfsfilter crypt fsck" reports all of these.
 package crypt

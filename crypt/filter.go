@@ -12,19 +12,22 @@ import (
 	"github.com/vfsfilter/vfsfilter/layer"
 )
 
-// Filter is the crypt filter: it encrypts names, symlink targets and file
-// contents on their way down and decrypts them on their way up. Only
-// ciphertext reaches the layers below it (HSM, the passthrough).
+// Filter is the crypt filter: it encrypts names, symlink targets, file
+// contents and (in trees with FeatureXattr) user.* extended attributes on
+// their way down and decrypts them on their way up. Only ciphertext
+// reaches the layers below it (HSM, the passthrough).
 //
 // Path-carrying ops are rewritten in place and continue down; creations of
 // long names write the name's side file first; mkdir, rmdir and readdir
 // are completed here because a directory below holds crypt's IV file
 // besides the user's entries; reads, writes, truncation, fallocate, lseek
 // and copy_file_range are completed here with I/O on the file's handle
-// below, in ciphertext offsets.
+// below, in ciphertext offsets; the xattr ops on user.* attributes are
+// completed here too (xattr.go).
 type Filter struct {
 	content *Content
 	names   *nameCache
+	xattrs  *Xattrs // nil: extended attributes pass through (xattr.go)
 	att     *layer.Attachment
 	log     *slog.Logger
 	rootMu  sync.Mutex
@@ -57,12 +60,17 @@ func New(keys *Keys, opts Options) (*Filter, error) {
 	if err != nil {
 		return nil, err
 	}
+	xattrs, err := keys.Xattrs()
+	if err != nil {
+		return nil, err
+	}
 	if opts.DirCacheTTL == 0 {
 		opts.DirCacheTTL = time.Second
 	}
 	return &Filter{
 		content: content,
 		names:   newNameCache(names, nameCacheMax),
+		xattrs:  xattrs,
 		dirs:    newDirCache(opts.DirCacheTTL, 8192),
 		files:   map[uint64]*fileState{},
 	}, nil
@@ -222,23 +230,6 @@ func (f *Filter) access(c *layer.Call, op *layer.AccessOp) (layer.Status, layer.
 }
 
 func (f *Filter) statfs(c *layer.Call, op *layer.StatfsOp) (layer.Status, layer.Errno) {
-	return f.simple(c, &op.Path)
-}
-
-// Extended attributes are passed through unencrypted (see doc.go).
-func (f *Filter) getxattr(c *layer.Call, op *layer.GetxattrOp) (layer.Status, layer.Errno) {
-	return f.simple(c, &op.Path)
-}
-
-func (f *Filter) setxattr(c *layer.Call, op *layer.SetxattrOp) (layer.Status, layer.Errno) {
-	return f.simple(c, &op.Path)
-}
-
-func (f *Filter) listxattr(c *layer.Call, op *layer.ListxattrOp) (layer.Status, layer.Errno) {
-	return f.simple(c, &op.Path)
-}
-
-func (f *Filter) removexattr(c *layer.Call, op *layer.RemovexattrOp) (layer.Status, layer.Errno) {
 	return f.simple(c, &op.Path)
 }
 

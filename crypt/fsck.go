@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
 
 // Problem is one piece of damage Fsck found.
@@ -36,12 +38,16 @@ func (p Problem) String() string {
 // FsckStats counts what Fsck checked.
 type FsckStats struct {
 	Dirs, Files, Symlinks, Blocks, Problems int
+	// Xattrs counts the encrypted (user.*) extended attributes checked;
+	// 0 for a tree that does not encrypt them.
+	Xattrs int
 }
 
 // Fsck checks the encrypted tree in backing (not mounted, or mounted but
 // idle) with keys: every directory has an IV, every name decrypts, every
 // long name's side file matches, every symlink target decrypts, every
-// file's header parses and every block authenticates. It calls report for
+// file's header parses and every block authenticates, and (FeatureXattr)
+// every user.* extended attribute's name decrypts and value authenticates. It calls report for
 // each problem and returns what it checked. The error is for a tree it
 // cannot walk at all.
 func Fsck(backing string, keys *Keys, report func(Problem)) (FsckStats, error) {
@@ -53,7 +59,11 @@ func Fsck(backing string, keys *Keys, report func(Problem)) (FsckStats, error) {
 	if err != nil {
 		return FsckStats{}, err
 	}
-	k := &fsck{root: backing, content: content, names: names, report: report}
+	xattrs, err := keys.Xattrs()
+	if err != nil {
+		return FsckStats{}, err
+	}
+	k := &fsck{root: backing, content: content, names: names, xattrs: xattrs, report: report}
 	err = k.dir("", "")
 	return k.stats, err
 }
@@ -62,6 +72,7 @@ type fsck struct {
 	root    string
 	content *Content
 	names   *Names
+	xattrs  *Xattrs // nil: not encrypted, not checked
 	report  func(Problem)
 	stats   FsckStats
 }
@@ -93,6 +104,7 @@ func (k *fsck) dir(cdir, pdir string) error {
 		k.problem(cdir, pdir, -1, fmt.Sprintf("cannot list: %v", err))
 		return nil
 	}
+	k.xattr(cdir, pdir)
 	present := map[string]bool{}
 	for _, e := range ents {
 		present[e.Name()] = true
@@ -125,6 +137,9 @@ func (k *fsck) dir(cdir, pdir string) error {
 			continue
 		}
 		plain := join(pdir, plainName)
+		if !e.IsDir() {
+			k.xattr(cpath, plain)
+		}
 		switch t := e.Type(); {
 		case t.IsDir():
 			if err := k.dir(cpath, plain); err != nil {
@@ -198,6 +213,60 @@ func (k *fsck) file(cpath, plain string) {
 		if err != nil || n < len(buf) {
 			return
 		}
+	}
+}
+
+// xattr checks the user.* extended attributes of cpath: every name
+// decrypts (one that does not is hidden from the mount), every value
+// authenticates (one that does not reads EIO).
+func (k *fsck) xattr(cpath, plain string) {
+	if k.xattrs == nil {
+		return
+	}
+	full := filepath.Join(k.root, cpath)
+	list, err := lxattrRead(func(b []byte) (int, error) { return unix.Llistxattr(full, b) })
+	if err != nil {
+		k.problem(cpath, plain, -1, fmt.Sprintf("cannot list extended attributes: %v", err))
+		return
+	}
+	for _, stored := range splitXattrList(list) {
+		if !IsUserXattr(stored) {
+			continue
+		}
+		k.stats.Xattrs++
+		name, err := k.xattrs.DecryptName(stored)
+		if err != nil {
+			k.problem(cpath, plain, -1, fmt.Sprintf("extended attribute %s: name does not decrypt (not made with this key, or damaged); hidden from the mount", stored))
+			continue
+		}
+		ct, err := lxattrRead(func(b []byte) (int, error) { return unix.Lgetxattr(full, stored, b) })
+		if err != nil {
+			k.problem(cpath, plain, -1, fmt.Sprintf("extended attribute %s: cannot read: %v", name, err))
+			continue
+		}
+		if _, err := k.xattrs.DecryptValue(name, ct); err != nil {
+			k.problem(cpath, plain, -1, fmt.Sprintf("extended attribute %s: value failed authentication", name))
+		}
+	}
+}
+
+// lxattrRead calls read (a size query, then the read) until the buffer
+// was large enough.
+func lxattrRead(read func([]byte) (int, error)) ([]byte, error) {
+	for try := 0; ; try++ {
+		n, err := read(nil)
+		if err != nil || n == 0 {
+			return nil, err
+		}
+		buf := make([]byte, n)
+		n, err = read(buf)
+		if err == unix.ERANGE && try < 8 {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return buf[:n], nil
 	}
 }
 

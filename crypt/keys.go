@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"golang.org/x/crypto/scrypt"
@@ -42,10 +43,23 @@ const (
 	// FeatureHKDF derives the content and name keys from the master key
 	// with HKDF-SHA256.
 	FeatureHKDF = "hkdf-sha256"
+	// FeatureXattr encrypts the names and values of user.* extended
+	// attributes (xattr.go). Trees made before it pass every extended
+	// attribute through unencrypted, and keep doing so.
+	FeatureXattr = "xattr-eme-gcm"
 )
 
-// knownFeatures is what this code implements, in canonical order.
-var knownFeatures = []string{FeatureGCMIV128, FeatureEMENames, FeatureLongNames, FeatureHKDF}
+// requiredFeatures are what every tree of this format version has.
+var requiredFeatures = []string{FeatureGCMIV128, FeatureEMENames, FeatureLongNames, FeatureHKDF}
+
+// optionalFeatures may be absent (trees made before they existed); each
+// changes how part of the tree is read, so each is authenticated like the
+// rest of the list.
+var optionalFeatures = []string{FeatureXattr}
+
+// knownFeatures is what this code implements, in canonical order: what
+// NewConfig gives a new tree.
+var knownFeatures = append(append([]string(nil), requiredFeatures...), optionalFeatures...)
 
 // KDF parameter bounds. The lower bound keeps a tampered settings file from
 // weakening the key derivation to nothing; the upper bound keeps it from
@@ -115,7 +129,7 @@ func NewConfig(passphrase []byte, logN int) (*Config, *Keys, error) {
 	if err := cfg.wrap(master, passphrase, logN); err != nil {
 		return nil, nil, err
 	}
-	k, err := deriveKeys(master, cfg.BlockSize)
+	k, err := deriveKeys(master, cfg.BlockSize, cfg.Features)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -178,21 +192,18 @@ func (cfg *Config) Validate() error {
 	if err := checkBlockSize(cfg.BlockSize); err != nil {
 		return err
 	}
+	seen := map[string]bool{}
 	for _, f := range cfg.Features {
-		known := false
-		for _, k := range knownFeatures {
-			known = known || f == k
-		}
-		if !known {
+		if !slices.Contains(knownFeatures, f) {
 			return fmt.Errorf("crypt feature %q is not supported by this vfsfilter", f)
 		}
-	}
-	for _, k := range knownFeatures {
-		found := false
-		for _, f := range cfg.Features {
-			found = found || f == k
+		if seen[f] {
+			return fmt.Errorf("crypt feature %q is listed twice", f)
 		}
-		if !found {
+		seen[f] = true
+	}
+	for _, k := range requiredFeatures {
+		if !seen[k] {
 			return fmt.Errorf("crypt feature %q is missing; this vfsfilter cannot read such a tree", k)
 		}
 	}
@@ -214,8 +225,11 @@ func (cfg *Config) Unlock(passphrase []byte) (*Keys, error) {
 		return nil, err
 	}
 	defer wipe(master)
-	return deriveKeys(master, cfg.BlockSize)
+	return deriveKeys(master, cfg.BlockSize, cfg.Features)
 }
+
+// Has reports whether the tree uses feature f.
+func (cfg *Config) Has(f string) bool { return slices.Contains(cfg.Features, f) }
 
 func (cfg *Config) unwrap(passphrase []byte) ([]byte, error) {
 	if err := cfg.Validate(); err != nil {
@@ -258,26 +272,45 @@ func (cfg *Config) ChangePassphrase(oldPass, newPass []byte, logN int) error {
 }
 
 // Keys are the working keys of a mounted tree, derived from the master key
-// with HKDF-SHA256 under distinct labels, so that the content and name
-// ciphers never share a key.
+// with HKDF-SHA256 under distinct labels, so that no two ciphers (content,
+// names, extended attribute names, extended attribute values) ever share a
+// key.
 type Keys struct {
 	content, names []byte
-	blockSize      int
+	// xattrNames and xattrValues are nil for a tree without
+	// FeatureXattr: its extended attributes pass through.
+	xattrNames, xattrValues []byte
+	blockSize               int
 }
 
-func deriveKeys(master []byte, blockSize int) (*Keys, error) {
+// HKDF-SHA256 labels (the "info" input) of the derived keys. Changing one
+// makes every existing tree unreadable.
+const (
+	labelContent     = "vfsfilter crypt v1 content AES-256-GCM"
+	labelNames       = "vfsfilter crypt v1 names EME"
+	labelXattrNames  = "vfsfilter crypt v1 xattr names EME"
+	labelXattrValues = "vfsfilter crypt v1 xattr values AES-256-GCM"
+)
+
+func deriveKeys(master []byte, blockSize int, features []string) (*Keys, error) {
 	if err := checkBlockSize(blockSize); err != nil {
 		return nil, err
 	}
-	content, err := hkdf.Key(sha256.New, master, nil, "vfsfilter crypt v1 content AES-256-GCM", KeyLen)
-	if err != nil {
-		return nil, err
+	k := &Keys{blockSize: blockSize}
+	keys := []*[]byte{&k.content, &k.names}
+	labels := []string{labelContent, labelNames}
+	if slices.Contains(features, FeatureXattr) {
+		keys = append(keys, &k.xattrNames, &k.xattrValues)
+		labels = append(labels, labelXattrNames, labelXattrValues)
 	}
-	names, err := hkdf.Key(sha256.New, master, nil, "vfsfilter crypt v1 names EME", KeyLen)
-	if err != nil {
-		return nil, err
+	for i, key := range keys {
+		var err error
+		if *key, err = hkdf.Key(sha256.New, master, nil, labels[i], KeyLen); err != nil {
+			k.Wipe()
+			return nil, err
+		}
 	}
-	return &Keys{content: content, names: names, blockSize: blockSize}, nil
+	return k, nil
 }
 
 // Wipe overwrites the key bytes. The AES key schedules inside ciphers made
@@ -286,7 +319,22 @@ func (k *Keys) Wipe() {
 	if k != nil {
 		wipe(k.content)
 		wipe(k.names)
+		wipe(k.xattrNames)
+		wipe(k.xattrValues)
 	}
+}
+
+// XattrEncrypted reports whether these keys' tree encrypts user.*
+// extended attributes (FeatureXattr).
+func (k *Keys) XattrEncrypted() bool { return k.xattrNames != nil }
+
+// Xattrs returns the extended attribute codec for these keys, or nil for a
+// tree whose extended attributes pass through unencrypted.
+func (k *Keys) Xattrs() (*Xattrs, error) {
+	if !k.XattrEncrypted() {
+		return nil, nil
+	}
+	return NewXattrs(k.xattrNames, k.xattrValues)
 }
 
 // Content returns the content codec for these keys.

@@ -69,17 +69,33 @@ func NewDirIV() ([]byte, error) {
 // Encrypt returns the encoded encrypted form of name in the directory with
 // IV iv. The result may be longer than MaxName; see StoredName.
 func (n *Names) Encrypt(name string, iv []byte) string {
+	return b64.EncodeToString(n.encrypt(name, iv))
+}
+
+// encrypt pads name (PKCS#7, to a multiple of 16 bytes) and encrypts it
+// with EME under tweak iv.
+func (n *Names) encrypt(name string, iv []byte) []byte {
 	pad := 16 - len(name)%16
 	p := make([]byte, len(name)+pad)
 	copy(p, name)
 	for i := len(name); i < len(p); i++ {
 		p[i] = byte(pad)
 	}
-	return b64.EncodeToString(n.eme.Encrypt(iv, p))
+	return n.eme.Encrypt(iv, p)
 }
 
 // Decrypt reverses Encrypt. It refuses anything Encrypt cannot have made.
 func (n *Names) Decrypt(enc string, iv []byte) (string, error) {
+	name, err := n.decrypt(enc, iv)
+	if err != nil || !ValidName(name) {
+		return "", ErrName
+	}
+	return name, nil
+}
+
+// decrypt decodes, decrypts and unpads enc; the caller checks what the
+// name may be.
+func (n *Names) decrypt(enc string, iv []byte) (string, error) {
 	ct, err := b64.DecodeString(enc)
 	if err != nil || len(ct) == 0 || len(ct)%16 != 0 || len(ct) > 16*128 {
 		return "", ErrName
@@ -94,11 +110,7 @@ func (n *Names) Decrypt(enc string, iv []byte) (string, error) {
 			return "", ErrName
 		}
 	}
-	name := string(p[:len(p)-pad])
-	if !ValidName(name) {
-		return "", ErrName
-	}
-	return name, nil
+	return string(p[:len(p)-pad]), nil
 }
 
 // ValidName reports whether name can be a directory entry's name.
