@@ -204,8 +204,13 @@ func write(t testing.TB, p, s string) { t.Helper(); must(t, os.WriteFile(p, []by
 // changes to the backing dir would count as the daemon's.
 func sh(t testing.TB, dir, script string) {
 	t.Helper()
-	cmd := exec.Command("/bin/sh", "-ec", script)
-	cmd.Dir = dir
+	// The shell changes into dir itself: with the daemon in this process,
+	// a chdir into the mount between fork and exec (cmd.Dir) would wait
+	// for a FUSE_ACCESS that this process serves, while the forking
+	// thread holds its P outside a syscall, so a GC stopping the world
+	// never completes: a deadlock (Go runs the child's chdir before
+	// exec, with the parent suspended by vfork).
+	cmd := exec.Command("/bin/sh", "-ec", "cd \"$1\"\n"+script, "sh", dir)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("sh %q: %v\n%s", script, err, out)
 	}
