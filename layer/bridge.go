@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -86,14 +87,48 @@ func (n *node) call(ctx context.Context) *Call {
 // path is the node's path relative to the root. An unlinked node gets a
 // path that cannot exist, so path-based ops on it fail with ENOENT rather
 // than acting on the root.
-func (n *node) path() string { return n.Path(n.Root()) }
+func (n *node) path() string { return n.pathWith("") }
 
-func (n *node) child(name string) string {
-	p := n.path()
-	if p == "" {
+// child is the path of the entry name in the node's directory.
+func (n *node) child(name string) string { return n.pathWith(name) }
+
+// pathWith is the node's path followed by "/"+name (by name alone for the
+// root, the path alone for an empty name), built in one allocation: it is
+// computed for every request. It walks the parents as fs.Inode.Path does
+// and leaves the nodes it cannot place (unlinked ones) to it.
+func (n *node) pathWith(name string) string {
+	var segs [24]string
+	k, size := 0, len(name)
+	root := n.Root()
+	for in := n.EmbeddedInode(); in != root; k++ {
+		seg, parent := in.Parent()
+		if parent == nil || k == len(segs) {
+			p := n.Path(root)
+			if name == "" {
+				return p
+			}
+			return p + "/" + name
+		}
+		segs[k] = seg
+		size += len(seg) + 1
+		in = parent
+	}
+	if k == 0 {
 		return name
 	}
-	return p + "/" + name
+	if name == "" {
+		size--
+	}
+	var b strings.Builder
+	b.Grow(size)
+	for i := k - 1; i >= 0; i-- {
+		b.WriteString(segs[i])
+		if i > 0 || name != "" {
+			b.WriteByte('/')
+		}
+	}
+	b.WriteString(name)
+	return b.String()
 }
 
 func (n *node) do(ctx context.Context, op Op) (*Call, Errno) {
@@ -118,8 +153,13 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 			return ch, errno
 		}
 	}
+	return n.lookup(ctx, n.call(ctx), name, out)
+}
+
+// lookup looks name up through the stack as c.
+func (n *node) lookup(ctx context.Context, c *Call, name string, out *fuse.EntryOut) (*fs.Inode, Errno) {
 	op := &LookupOp{Path: n.child(name)}
-	if _, errno := n.do(ctx, op); errno != 0 {
+	if errno := n.br.stack.Do(c, op); errno != 0 {
 		if errno == syscall.ENOENT && n.br.negTTL > 0 {
 			out.SetEntryTimeout(n.br.negTTL)
 		}

@@ -108,26 +108,31 @@ var resolveHow = unix.OpenHow{
 	Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
 }
 
-// at returns a directory fd and a name within it for path, and a function
-// that releases the fd. For the root itself it returns the root fd and "".
-func (p *Passthrough) at(path string) (int, string, func(), error) {
-	if path == "" {
-		return p.rootFd, "", func() {}, nil
-	}
+// at returns a directory fd and a name within it for path; the caller
+// gives the fd back with done. For the root itself it returns the root fd
+// and "".
+func (p *Passthrough) at(path string) (int, string, error) {
 	i := strings.LastIndexByte(path, '/')
 	if i < 0 {
-		return p.rootFd, path, func() {}, nil
+		return p.rootFd, path, nil
 	}
 	fd, err := openat2(p.rootFd, path[:i], &resolveHow)
 	if err != nil {
-		return -1, "", nil, err
+		return -1, "", err
 	}
-	return fd, path[i+1:], func() { unix.Close(fd) }, nil
+	return fd, path[i+1:], nil
+}
+
+// done releases a directory fd from at.
+func (p *Passthrough) done(fd int) {
+	if fd != p.rootFd {
+		unix.Close(fd)
+	}
 }
 
 func openat2(dirfd int, path string, how *unix.OpenHow) (int, error) {
 	for {
-		fd, err := unix.Openat2(dirfd, path, how)
+		fd, err := openat2NoAlloc(dirfd, path, how)
 		if err == unix.EINTR || err == unix.EAGAIN {
 			continue
 		}
@@ -166,13 +171,13 @@ func (p *Passthrough) openFile(path string, flags int, mode uint32) (int, error)
 }
 
 func (p *Passthrough) stat(path string, out *Attr) error {
-	dfd, name, done, err := p.at(path)
+	dfd, name, err := p.at(path)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer p.done(dfd)
 	var st unix.Stat_t
-	if err := unix.Fstatat(dfd, name, &st, nameFlags(name)); err != nil {
+	if err := fstatat(dfd, name, &st, nameFlags(name)); err != nil {
 		return err
 	}
 	p.fill(out, &st)
@@ -231,15 +236,17 @@ func (p *Passthrough) setattr(c *Call, op *SetattrOp) error {
 	if op.Handle != nil {
 		fd = op.Handle.Fd
 	}
-	dfd, name, done, err := p.at(op.Path)
+	// Through an open file every change uses its fd; the path is resolved
+	// only without one.
+	dfd, name := -1, ""
 	if fd < 0 {
-		if err != nil {
+		var err error
+		if dfd, name, err = p.at(op.Path); err != nil {
 			return err
 		}
-		defer done()
-	} else if err == nil {
-		done()
+		defer p.done(dfd)
 	}
+	var err error
 	if in.Valid&fuse.FATTR_MODE != 0 {
 		mode := in.Mode & 07777
 		if fd >= 0 {
@@ -320,7 +327,7 @@ func (p *Passthrough) setattr(c *Call, op *SetattrOp) error {
 		return nil
 	}
 	var st unix.Stat_t
-	if err := unix.Fstatat(dfd, name, &st, nameFlags(name)); err != nil {
+	if err := fstatat(dfd, name, &st, nameFlags(name)); err != nil {
 		return err
 	}
 	p.fill(&op.Out, &st)
@@ -382,11 +389,11 @@ func CheckAccess(a *Attr, uid, gid, mask uint32) error {
 }
 
 func (p *Passthrough) readlink(c *Call, op *ReadlinkOp) error {
-	dfd, name, done, err := p.at(op.Path)
+	dfd, name, err := p.at(op.Path)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer p.done(dfd)
 	buf := make([]byte, unix.PathMax)
 	n, err := unix.Readlinkat(dfd, name, buf)
 	if err != nil {
@@ -405,7 +412,7 @@ func (p *Passthrough) own(c *Call, dfd int, name string, mode uint32) error {
 		return nil
 	}
 	var parent unix.Stat_t
-	if err := unix.Fstatat(dfd, "", &parent, unix.AT_EMPTY_PATH); err != nil {
+	if err := fstatat(dfd, "", &parent, unix.AT_EMPTY_PATH); err != nil {
 		return err
 	}
 	gid := int(c.Gid)
@@ -422,19 +429,27 @@ func (p *Passthrough) own(c *Call, dfd int, name string, mode uint32) error {
 }
 
 // created finishes a creation: ownership, then the attributes to reply
-// with. If giving ownership fails the new entry is removed again, so a
-// failed call leaves nothing behind.
-func (p *Passthrough) created(c *Call, dfd int, name string, mode uint32, out *Attr) error {
+// with, from fd when the new entry is open (the file just created, whatever
+// its name leads to by now) or else from the name. If giving ownership
+// fails the new entry is removed again, so a failed call leaves nothing
+// behind.
+func (p *Passthrough) created(c *Call, dfd int, name string, mode uint32, fd int, out *Attr) error {
 	if err := p.own(c, dfd, name, mode); err != nil {
 		flags := 0
 		if mode&unix.S_IFMT == unix.S_IFDIR {
 			flags = unix.AT_REMOVEDIR
 		}
-		unix.Unlinkat(dfd, name, flags)
+		unlinkat(dfd, name, flags)
 		return err
 	}
 	var st unix.Stat_t
-	if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	var err error
+	if fd >= 0 {
+		err = unix.Fstat(fd, &st)
+	} else {
+		err = fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	if err != nil {
 		return err
 	}
 	p.fill(out, &st)
@@ -442,57 +457,57 @@ func (p *Passthrough) created(c *Call, dfd int, name string, mode uint32, out *A
 }
 
 func (p *Passthrough) mknod(c *Call, op *MknodOp) error {
-	dfd, name, done, err := p.at(op.Path)
+	dfd, name, err := p.at(op.Path)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer p.done(dfd)
 	if err := unix.Mknodat(dfd, name, op.Mode, int(op.Rdev)); err != nil {
 		return err
 	}
-	return p.created(c, dfd, name, op.Mode, &op.Out)
+	return p.created(c, dfd, name, op.Mode, -1, &op.Out)
 }
 
 func (p *Passthrough) mkdir(c *Call, op *MkdirOp) error {
-	dfd, name, done, err := p.at(op.Path)
+	dfd, name, err := p.at(op.Path)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer p.done(dfd)
 	if err := unix.Mkdirat(dfd, name, op.Mode); err != nil {
 		return err
 	}
-	return p.created(c, dfd, name, op.Mode|unix.S_IFDIR, &op.Out)
+	return p.created(c, dfd, name, op.Mode|unix.S_IFDIR, -1, &op.Out)
 }
 
 func (p *Passthrough) symlink(c *Call, op *SymlinkOp) error {
-	dfd, name, done, err := p.at(op.Path)
+	dfd, name, err := p.at(op.Path)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer p.done(dfd)
 	if err := unix.Symlinkat(op.Target, dfd, name); err != nil {
 		return err
 	}
-	return p.created(c, dfd, name, unix.S_IFLNK, &op.Out)
+	return p.created(c, dfd, name, unix.S_IFLNK, -1, &op.Out)
 }
 
 func (p *Passthrough) link(c *Call, op *LinkOp) error {
-	odfd, oname, odone, err := p.at(op.OldPath)
+	odfd, oname, err := p.at(op.OldPath)
 	if err != nil {
 		return err
 	}
-	defer odone()
-	ndfd, nname, ndone, err := p.at(op.NewPath)
+	defer p.done(odfd)
+	ndfd, nname, err := p.at(op.NewPath)
 	if err != nil {
 		return err
 	}
-	defer ndone()
+	defer p.done(ndfd)
 	if err := unix.Linkat(odfd, oname, ndfd, nname, 0); err != nil {
 		return err
 	}
 	var st unix.Stat_t
-	if err := unix.Fstatat(ndfd, nname, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := fstatat(ndfd, nname, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return err
 	}
 	p.fill(&op.Out, &st)
@@ -500,34 +515,34 @@ func (p *Passthrough) link(c *Call, op *LinkOp) error {
 }
 
 func (p *Passthrough) unlink(c *Call, op *UnlinkOp) error {
-	dfd, name, done, err := p.at(op.Path)
+	dfd, name, err := p.at(op.Path)
 	if err != nil {
 		return err
 	}
-	defer done()
-	return unix.Unlinkat(dfd, name, 0)
+	defer p.done(dfd)
+	return unlinkat(dfd, name, 0)
 }
 
 func (p *Passthrough) rmdir(c *Call, op *RmdirOp) error {
-	dfd, name, done, err := p.at(op.Path)
+	dfd, name, err := p.at(op.Path)
 	if err != nil {
 		return err
 	}
-	defer done()
-	return unix.Unlinkat(dfd, name, unix.AT_REMOVEDIR)
+	defer p.done(dfd)
+	return unlinkat(dfd, name, unix.AT_REMOVEDIR)
 }
 
 func (p *Passthrough) rename(c *Call, op *RenameOp) error {
-	odfd, oname, odone, err := p.at(op.OldPath)
+	odfd, oname, err := p.at(op.OldPath)
 	if err != nil {
 		return err
 	}
-	defer odone()
-	ndfd, nname, ndone, err := p.at(op.NewPath)
+	defer p.done(odfd)
+	ndfd, nname, err := p.at(op.NewPath)
 	if err != nil {
 		return err
 	}
-	defer ndone()
+	defer p.done(ndfd)
 	return unix.Renameat2(odfd, oname, ndfd, nname, uint(op.Flags))
 }
 
@@ -539,20 +554,20 @@ func openFlags(flags uint32) int {
 }
 
 func (p *Passthrough) create(c *Call, op *CreateOp) error {
-	dfd, name, done, err := p.at(op.Path)
+	dfd, name, err := p.at(op.Path)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer p.done(dfd)
 	flags := openFlags(op.Flags) | unix.O_CREAT
 	if op.Flags&syscall.O_EXCL != 0 {
 		flags |= unix.O_EXCL
 	}
-	fd, err := unix.Openat(dfd, name, flags, op.Mode&07777)
+	fd, err := openatNoAlloc(dfd, name, flags|unix.O_CLOEXEC, op.Mode&07777)
 	if err != nil {
 		return err
 	}
-	if err := p.created(c, dfd, name, op.Mode, &op.Out); err != nil {
+	if err := p.created(c, dfd, name, op.Mode, fd, &op.Out); err != nil {
 		unix.Close(fd)
 		return err
 	}
@@ -637,42 +652,42 @@ func (p *Passthrough) statfs(c *Call, op *StatfsOp) error {
 }
 
 func (p *Passthrough) getxattr(c *Call, op *GetxattrOp) error {
-	dfd, name, done, err := p.at(op.Path)
+	dfd, name, err := p.at(op.Path)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer p.done(dfd)
 	n, err := getxattrat(dfd, xname(name), unix.AT_SYMLINK_NOFOLLOW, op.Name, op.Dest)
 	op.Size = uint32(n)
 	return err
 }
 
 func (p *Passthrough) setxattr(c *Call, op *SetxattrOp) error {
-	dfd, name, done, err := p.at(op.Path)
+	dfd, name, err := p.at(op.Path)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer p.done(dfd)
 	return setxattrat(dfd, xname(name), unix.AT_SYMLINK_NOFOLLOW, op.Name, op.Data, op.Flags)
 }
 
 func (p *Passthrough) listxattr(c *Call, op *ListxattrOp) error {
-	dfd, name, done, err := p.at(op.Path)
+	dfd, name, err := p.at(op.Path)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer p.done(dfd)
 	n, err := listxattrat(dfd, xname(name), unix.AT_SYMLINK_NOFOLLOW, op.Dest)
 	op.Size = uint32(n)
 	return err
 }
 
 func (p *Passthrough) removexattr(c *Call, op *RemovexattrOp) error {
-	dfd, name, done, err := p.at(op.Path)
+	dfd, name, err := p.at(op.Path)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer p.done(dfd)
 	return removexattrat(dfd, xname(name), unix.AT_SYMLINK_NOFOLLOW, op.Name)
 }
 
@@ -821,6 +836,11 @@ func (p *Passthrough) setlk(c *Call, op *SetlkOp) error {
 func ToErrno(err error) Errno {
 	if err == nil {
 		return 0
+	}
+	if en, ok := err.(syscall.Errno); ok {
+		// The common case (every failed syscall), without errors.As's
+		// allocation.
+		return en
 	}
 	var en syscall.Errno
 	if errors.As(err, &en) {

@@ -1,6 +1,7 @@
 package layer
 
 import (
+	"strings"
 	"syscall"
 	"unsafe"
 
@@ -24,8 +25,6 @@ type xattrArgs struct {
 	flags uint32
 }
 
-func bytePtr(s string) (*byte, error) { return unix.BytePtrFromString(s) }
-
 func bufPtr(b []byte) uintptr {
 	if len(b) == 0 {
 		return 0
@@ -36,7 +35,8 @@ func bufPtr(b []byte) uintptr {
 // fchmodat2 changes the mode of dirfd/name without following a final
 // symlink (AT_SYMLINK_NOFOLLOW) or of dirfd itself (AT_EMPTY_PATH).
 func fchmodat2(dirfd int, name string, mode uint32, flags int) error {
-	p, err := bytePtr(name)
+	var nb nameBuf
+	p, err := nb.ptr(name)
 	if err != nil {
 		return err
 	}
@@ -48,11 +48,12 @@ func fchmodat2(dirfd int, name string, mode uint32, flags int) error {
 }
 
 func getxattrat(dirfd int, name string, flags int, attr string, dest []byte) (int, error) {
-	p, err := bytePtr(name)
+	var nb, ab nameBuf
+	p, err := nb.ptr(name)
 	if err != nil {
 		return 0, err
 	}
-	a, err := bytePtr(attr)
+	a, err := ab.ptr(attr)
 	if err != nil {
 		return 0, err
 	}
@@ -66,11 +67,12 @@ func getxattrat(dirfd int, name string, flags int, attr string, dest []byte) (in
 }
 
 func setxattrat(dirfd int, name string, flags int, attr string, data []byte, xflags uint32) error {
-	p, err := bytePtr(name)
+	var nb, ab nameBuf
+	p, err := nb.ptr(name)
 	if err != nil {
 		return err
 	}
-	a, err := bytePtr(attr)
+	a, err := ab.ptr(attr)
 	if err != nil {
 		return err
 	}
@@ -84,7 +86,8 @@ func setxattrat(dirfd int, name string, flags int, attr string, data []byte, xfl
 }
 
 func listxattrat(dirfd int, name string, flags int, dest []byte) (int, error) {
-	p, err := bytePtr(name)
+	var nb nameBuf
+	p, err := nb.ptr(name)
 	if err != nil {
 		return 0, err
 	}
@@ -97,11 +100,12 @@ func listxattrat(dirfd int, name string, flags int, dest []byte) (int, error) {
 }
 
 func removexattrat(dirfd int, name string, flags int, attr string) error {
-	p, err := bytePtr(name)
+	var nb, ab nameBuf
+	p, err := nb.ptr(name)
 	if err != nil {
 		return err
 	}
-	a, err := bytePtr(attr)
+	a, err := ab.ptr(attr)
 	if err != nil {
 		return err
 	}
@@ -158,4 +162,82 @@ func readDirents(fd int, fn func(name string, ino uint64, typ uint8)) error {
 			fn(name, ino, typ)
 		}
 	}
+}
+
+// nameBuf holds a NUL-terminated copy of a name or short path on the
+// caller's stack. The *at calls of x/sys copy every name to the heap; the
+// calls below are made for nearly every request and use this instead.
+// Stack memory is safe to pass: syscall.Syscall6 is nosplit, so the stack
+// cannot move while the kernel reads the name.
+type nameBuf [256]byte
+
+// ptr returns s as a C string: in b when it fits, else on the heap.
+func (b *nameBuf) ptr(s string) (*byte, error) {
+	if len(s) >= len(b) {
+		return unix.BytePtrFromString(s)
+	}
+	if strings.IndexByte(s, 0) >= 0 {
+		return nil, unix.EINVAL
+	}
+	copy(b[:], s)
+	b[len(s)] = 0
+	return &b[0], nil
+}
+
+func errnoErr(e syscall.Errno) error {
+	if e == 0 {
+		return nil
+	}
+	return e
+}
+
+// fstatat is unix.Fstatat without the allocation.
+func fstatat(dirfd int, name string, st *unix.Stat_t, flags int) error {
+	var b nameBuf
+	p, err := b.ptr(name)
+	if err != nil {
+		return err
+	}
+	_, _, e := syscall.Syscall6(unix.SYS_NEWFSTATAT, uintptr(dirfd), uintptr(unsafe.Pointer(p)), uintptr(unsafe.Pointer(st)), uintptr(flags), 0, 0)
+	return errnoErr(e)
+}
+
+// unlinkat is unix.Unlinkat without the allocation.
+func unlinkat(dirfd int, name string, flags int) error {
+	var b nameBuf
+	p, err := b.ptr(name)
+	if err != nil {
+		return err
+	}
+	_, _, e := syscall.Syscall(unix.SYS_UNLINKAT, uintptr(dirfd), uintptr(unsafe.Pointer(p)), uintptr(flags))
+	return errnoErr(e)
+}
+
+// openatNoAlloc is unix.Openat without the allocation.
+func openatNoAlloc(dirfd int, name string, flags int, mode uint32) (int, error) {
+	var b nameBuf
+	p, err := b.ptr(name)
+	if err != nil {
+		return -1, err
+	}
+	r, _, e := syscall.Syscall6(unix.SYS_OPENAT, uintptr(dirfd), uintptr(unsafe.Pointer(p)), uintptr(flags|unix.O_LARGEFILE), uintptr(mode), 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(r), nil
+}
+
+// openat2NoAlloc is unix.Openat2 without the allocation (for paths that
+// fit nameBuf).
+func openat2NoAlloc(dirfd int, path string, how *unix.OpenHow) (int, error) {
+	var b nameBuf
+	p, err := b.ptr(path)
+	if err != nil {
+		return -1, err
+	}
+	r, _, e := syscall.Syscall6(unix.SYS_OPENAT2, uintptr(dirfd), uintptr(unsafe.Pointer(p)), uintptr(unsafe.Pointer(how)), unsafe.Sizeof(*how), 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(r), nil
 }
