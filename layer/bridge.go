@@ -430,9 +430,14 @@ type dirHandle struct {
 	h  *Handle
 	mu sync.Mutex
 	ds fs.DirStream
+	// scope is the lookup scope of the READDIRPLUS request being served
+	// (or last served): its lookups share one resolution of the
+	// directory at the bottom.
+	scope *lookupScope
 }
 
 var (
+	_ fs.FileLookuper     = (*dirHandle)(nil)
 	_ fs.FileReaddirenter = (*dirHandle)(nil)
 	_ fs.FileSeekdirer    = (*dirHandle)(nil)
 	_ fs.FileReleasedirer = (*dirHandle)(nil)
@@ -481,7 +486,37 @@ func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) Errno {
 	return errno
 }
 
+// Lookup implements fs.FileLookuper: go-fuse calls it, instead of the
+// node's Lookup, for every entry it puts in a READDIRPLUS reply, one after
+// the other and all with the request's context. The lookups of one request
+// run in one lookupScope, so the bottom layer resolves the directory once
+// per request instead of once per entry.
+func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, Errno) {
+	n := d.n
+	if _, ok := n.br.replaying(ctx); ok {
+		return n.Lookup(ctx, name, out)
+	}
+	d.mu.Lock()
+	s := d.scope
+	if s == nil || s.Context != ctx {
+		// A new request: the previous one is over.
+		s.end()
+		s = newLookupScope(ctx)
+		d.scope = s
+	}
+	d.mu.Unlock()
+	c := n.call(ctx)
+	c.Context = s
+	s.begin()
+	defer s.finish()
+	return n.lookup(ctx, c, name, out)
+}
+
 func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {
+	d.mu.Lock()
+	d.scope.end()
+	d.scope = nil
+	d.mu.Unlock()
 	d.n.mu.Lock()
 	for i, h := range d.n.dirs {
 		if h == d.h {

@@ -216,7 +216,46 @@ func FillAttr(out *Attr, st *unix.Stat_t) {
 	out.Gid = st.Gid
 }
 
-func (p *Passthrough) lookup(c *Call, op *LookupOp) error { return p.stat(op.Path, &op.Out) }
+func (p *Passthrough) lookup(c *Call, op *LookupOp) error {
+	if s := scopeOf(c); s != nil {
+		if i := strings.LastIndexByte(op.Path, '/'); i > 0 && plainName(op.Path[i+1:]) {
+			return p.scopedStat(s, op.Path[:i], op.Path[i+1:], &op.Out)
+		}
+	}
+	return p.stat(op.Path, &op.Out)
+}
+
+// plainName reports whether name is one entry's name: not empty, not "."
+// or "..", no "/".
+func plainName(name string) bool {
+	return name != "" && name != "." && name != ".." && strings.IndexByte(name, '/') < 0
+}
+
+// scopedStat is stat of dir/name for a lookup of a READDIRPLUS request:
+// dir is resolved from the root once per request and scope (see
+// lookupScope for why that keeps the guarantees of at).
+func (p *Passthrough) scopedStat(s *lookupScope, dir, name string, out *Attr) error {
+	slot, dfd := s.get(p, dir)
+	if slot < 0 {
+		fd, err := openat2(p.rootFd, dir, &resolveHow)
+		if err != nil {
+			return err
+		}
+		if slot = s.put(p, dir, fd); slot < 0 {
+			defer unix.Close(fd)
+		}
+		dfd = fd
+	}
+	if slot >= 0 {
+		defer s.release(slot)
+	}
+	var st unix.Stat_t
+	if err := fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	p.fill(out, &st)
+	return nil
+}
 
 func (p *Passthrough) getattr(c *Call, op *GetattrOp) error {
 	if op.Handle != nil && op.Handle.Fd >= 0 {
