@@ -112,7 +112,11 @@ func cryptFsck(e *env, backing string, cfg *crypt.Config, sf *secretFlags) error
 	if err != nil {
 		return withCode(ExitBacking, fmt.Errorf("fsck %s: %w", backing, err))
 	}
-	fmt.Fprintf(e.stdout, "checked %d directories, %d files (%d blocks), %d symlinks: %d problems\n", st.Dirs, st.Files, st.Blocks, st.Symlinks, st.Problems)
+	xattrs := ""
+	if st.Xattrs > 0 {
+		xattrs = fmt.Sprintf(", %d encrypted xattrs", st.Xattrs)
+	}
+	fmt.Fprintf(e.stdout, "checked %d directories, %d files (%d blocks), %d symlinks%s: %d problems\n", st.Dirs, st.Files, st.Blocks, st.Symlinks, xattrs, st.Problems)
 	if st.Problems > 0 {
 		return errorf(ExitFailure, "%s is damaged: %d problems", backing, st.Problems)
 	}
