@@ -29,6 +29,7 @@ func TestScripts(t *testing.T) {
 			"mounted":     cmdMounted,
 			"waitmount":   cmdWaitmount,
 			"waitunmount": cmdWaitunmount,
+			"waitlog":     cmdWaitlog,
 			"umountall":   cmdUmountall,
 			"mountinfo":   cmdMountinfo,
 			"rename":      cmdRename,
@@ -100,6 +101,20 @@ func cmdWaitmount(ts *testscript.TestScript, neg bool, args []string) {
 	if !waitMounted(ts.MkAbs(args[0]), true, 10*time.Second) {
 		ts.Fatalf("%s was not mounted within 10s", args[0])
 	}
+}
+
+// waitlog FILE TEXT: wait (up to 10s) until FILE contains TEXT, for log
+// lines of daemons started in the background.
+func cmdWaitlog(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 || neg {
+		ts.Fatalf("usage: waitlog FILE TEXT")
+	}
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if b, err := os.ReadFile(ts.MkAbs(args[0])); err == nil && strings.Contains(string(b), args[1]) {
+			return
+		}
+	}
+	ts.Fatalf("%s does not contain %q after 10s", args[0], args[1])
 }
 
 // waitunmount DIR: wait (up to 10s) until DIR is no longer mounted.
