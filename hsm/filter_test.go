@@ -360,3 +360,60 @@ func TestUnlinkDeletesObject(t *testing.T) {
 	obj := filepath.Join(r.storeDir, id[0:2], id[2:4], id)
 	require.Eventually(t, func() bool { _, err := os.Stat(obj); return os.IsNotExist(err) }, 5*time.Second, 20*time.Millisecond)
 }
+
+// TestReleaseWaitsForRecallToLeave: a recall flips its record to
+// premigrated a moment before it leaves the table of recalls in flight
+// (its last fsync runs in between). A release (re-migration) of the same
+// object in that window would leave a stale recall whose mark says "all
+// data local" over a file that is a stub again: the next reader joins it
+// and reads the empty stub. The window is held open here by putting the
+// recall back into the table; a release must skip the file.
+func TestReleaseWaitsForRecallToLeave(t *testing.T) {
+	r := newRig(t, rigOpts{chunk: 16})
+	data := randBytes(300000)
+	p := filepath.Join(r.mnt, "f")
+	require.NoError(t, os.WriteFile(p, data, 0o644))
+	require.Equal(t, OutMigrated, r.migrate(t, "f").Outcome)
+	got, err := os.ReadFile(p)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(data, got))
+	require.Eventually(t, func() bool {
+		r.f.mu.Lock()
+		defer r.f.mu.Unlock()
+		return len(r.f.recalls) == 0
+	}, 5*time.Second, 10*time.Millisecond)
+	require.Equal(t, "premigrated", r.status(t, "f").State)
+
+	rec, err := readRecordPathBelow(filepath.Join(r.backing, "f"))
+	require.NoError(t, err)
+	stale := &recall{f: r.f, rec: *rec, mark: int64(len(data)), wake: make(chan struct{})}
+	r.f.mu.Lock()
+	r.f.recalls[rec.ID] = stale
+	r.f.mu.Unlock()
+	res := r.migrate(t, "f")
+	assert.Equal(t, OutSkipped, res.Outcome, "no release while a recall of the object is in flight")
+	assert.ErrorIs(t, res.Reason, ErrOpen)
+	got, err = os.ReadFile(p)
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(data, got), "read %d bytes of %d during the recall's last step", len(got), len(data))
+
+	// The recall leaves; now the release goes ahead and a read recalls
+	// afresh.
+	r.f.mu.Lock()
+	delete(r.f.recalls, rec.ID)
+	r.f.mu.Unlock()
+	stale.finish(nil)
+	require.Equal(t, OutMigrated, r.migrate(t, "f").Outcome)
+	got, err = os.ReadFile(p)
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(data, got), "read %d bytes of %d", len(got), len(data))
+}
+
+func readRecordPathBelow(path string) (*Record, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	return readRecordFd(fd)
+}

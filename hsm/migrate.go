@@ -206,6 +206,17 @@ func (f *Filter) release(m *migration, fd int, name string, rec *Record, st *uni
 		res.Outcome = OutPremigrated
 		return res, nil
 	}
+	if f.recalls[rec.ID] != nil {
+		// A recall of this object is finishing: it has flipped the
+		// record to premigrated but is still in the table (its last
+		// fsync), and a reader that opens the file once it is a stub
+		// again would join it and, trusting its mark, read the empty
+		// stub. A recall holds the file like an open; the next round
+		// releases it.
+		f.mu.Unlock()
+		res.Outcome, res.Reason = OutSkipped, ErrOpen
+		return res, nil
+	}
 	// From here on, opens of this inode wait until the file is a stub.
 	m.releasing = true
 	f.mu.Unlock()
