@@ -170,32 +170,33 @@ func XattrPlainSize(n uint32) (plain uint32, ok bool) {
 
 func (f *Filter) encrypts(name string) bool { return f.xattrs != nil && IsUserXattr(name) }
 
-// xattrName returns the stored name of name for getxattr and removexattr,
-// where a name too long to have been stored cannot exist (ENODATA).
-func (f *Filter) xattrName(name string) (string, layer.Errno) {
+// lookupXattr translates the path and the name of a getxattr or
+// removexattr: the backing path and the stored name. A name too long to
+// have been stored cannot exist (ENODATA).
+func (f *Filter) lookupXattr(c *layer.Call, path, name string) (cpath, stored string, errno layer.Errno) {
+	e, errno := f.path(c, path)
+	if errno != 0 {
+		return "", "", errno
+	}
 	stored, err := f.xattrs.EncryptName(name)
 	if err == syscall.ERANGE {
-		return "", syscall.ENODATA
+		return "", "", syscall.ENODATA
 	}
 	if err != nil {
-		return "", layer.ToErrno(err)
+		return "", "", layer.ToErrno(err)
 	}
-	return stored, 0
+	return e.cpath, stored, 0
 }
 
 func (f *Filter) getxattr(c *layer.Call, op *layer.GetxattrOp) (layer.Status, layer.Errno) {
 	if !f.encrypts(op.Name) {
 		return f.simple(c, &op.Path)
 	}
-	e, errno := f.path(c, op.Path)
+	cpath, stored, errno := f.lookupXattr(c, op.Path, op.Name)
 	if errno != 0 {
 		return done, errno
 	}
-	stored, errno := f.xattrName(op.Name)
-	if errno != 0 {
-		return done, errno
-	}
-	sub := &layer.GetxattrOp{Node: op.Node, Path: e.cpath, Name: stored}
+	sub := &layer.GetxattrOp{Node: op.Node, Path: cpath, Name: stored}
 	if len(op.Dest) == 0 {
 		// A size query: the size alone says the plaintext's.
 		if errno := f.att.Below.Do(c, sub); errno != 0 {
@@ -253,15 +254,11 @@ func (f *Filter) removexattr(c *layer.Call, op *layer.RemovexattrOp) (layer.Stat
 	if !f.encrypts(op.Name) {
 		return f.simple(c, &op.Path)
 	}
-	e, errno := f.path(c, op.Path)
+	cpath, stored, errno := f.lookupXattr(c, op.Path, op.Name)
 	if errno != 0 {
 		return done, errno
 	}
-	stored, errno := f.xattrName(op.Name)
-	if errno != 0 {
-		return done, errno
-	}
-	return done, f.att.Below.Do(c, &layer.RemovexattrOp{Node: op.Node, Path: e.cpath, Name: stored})
+	return done, f.att.Below.Do(c, &layer.RemovexattrOp{Node: op.Node, Path: cpath, Name: stored})
 }
 
 // listxattr lists the names below and decrypts the user.* ones; those that

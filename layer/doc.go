@@ -85,7 +85,11 @@
 // RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, and never follows a final symlink, so
 // neither a symlink planted in the backing directory nor a rename racing with
 // a request can lead outside it. Symlinks are returned to the kernel as
-// symlinks; the kernel follows them inside the mount.
+// symlinks; the kernel follows them inside the mount. One exception in how
+// often, not in how: the lookups of one READDIRPLUS request share the
+// directory fd the first of them resolved from the root (scope.go argues
+// why that keeps the guarantee; it is only ever used for fstatat of plain
+// names during that request).
 //
 // # Errors
 //
