@@ -95,12 +95,18 @@
 //     before FUSE_LSEEK, so SEEK_DATA/SEEK_HOLE miss data not yet written
 //     back (the SeekDataHole scenario fails); and it trusts its own size
 //     and mtime over the daemon's, so changes made below are not seen.
-//   - fallocate: allocating writes encrypted zeros into holes (it reserves
-//     the ciphertext space a later write needs, which is fallocate's
-//     promise); punching makes whole blocks holes below; zeroing rewrites
-//     the range. SEEK_DATA/SEEK_HOLE report a block as a hole when its
-//     ciphertext is all zeros; with 4 KiB blocks that agrees with ext4,
-//     which the exerciser checks op by op.
+//   - fallocate: allocating allocates the ciphertext of the range below
+//     (FALLOC_FL_KEEP_SIZE; the size is crypt's to set), which keeps
+//     fallocate's promise (a later write there finds its space) without
+//     writing a byte: a large allocation is instant and stays sparse, as in
+//     gocryptfs. Punching makes whole blocks holes below and rewrites
+//     partial ones; zeroing is punching plus allocation, as ext4 leaves a
+//     zeroed range as unwritten extents. SEEK_DATA/SEEK_HOLE report a
+//     block as a hole when its ciphertext is all zeros (a hole, or
+//     allocated and never written), which with 4 KiB blocks agrees with
+//     ext4 except over zeros: ext4 reports its unwritten extents as holes
+//     until a read brings their pages into its cache, then as data. The
+//     exerciser checks op by op that answers differ at most across zeros.
 //   - copy_file_range copies through plaintext (blocks are bound to their
 //     file and position, so ciphertext cannot be copied).
 //   - Extended attributes: the stored prefix is user.vfsfilter. and the

@@ -767,71 +767,38 @@ func (f *Filter) allocate(c *layer.Call, op *layer.AllocateOp) (layer.Status, la
 	default:
 		return done, syscall.EOPNOTSUPP
 	}
-	newP := oldP
-	if !keep && end > oldP {
-		newP = end
-		if errno := f.resize(c, op.Handle, of, DirIVFile+"/gone", newP, false); errno != 0 {
+	if mode == unix.FALLOC_FL_ZERO_RANGE && op.Off < oldP {
+		// Whole blocks become holes, partial ones are rewritten; the
+		// allocation below then makes the holes unwritten extents, as
+		// ext4's ZERO_RANGE leaves them. Before any extension: zeroRange
+		// treats a partial last block by the size it has now.
+		if errno := f.zeroRange(c, op.Handle, of, op.Off, min(end, oldP), csize); errno != 0 {
 			return done, errno
 		}
 	}
-	if op.Off >= newP {
-		return done, 0
+	if !keep && end > oldP {
+		if errno := f.resize(c, op.Handle, of, DirIVFile+"/gone", end, false); errno != 0 {
+			return done, errno
+		}
 	}
-	return done, f.fill(c, op.Handle, of, op.Off, min(end, newP), newP, mode == unix.FALLOC_FL_ZERO_RANGE)
+	return done, f.reserve(c, op.Handle, op.Off, end)
 }
 
-// fill rewrites the blocks of [s, e) in a file of plaintext size size:
-// holes become encrypted zeros, and with zero set the range's plaintext
-// becomes zeros. Blocks are handled 256 at a time, one read and at most
-// one write each.
-func (f *Filter) fill(c *layer.Call, h *layer.Handle, of *openFile, s, e, size uint64, zero bool) layer.Errno {
-	id, errno := f.fileID(c, h, of)
-	if errno != 0 {
-		return errno
+// reserve allocates the ciphertext of the plaintext blocks that meet
+// [s, e) below, without changing the file's size or content: fallocate's
+// promise (a later write there does not fail for lack of space) kept
+// without writing anything. Unallocated ciphertext becomes unwritten
+// extents, which read as zeros, so holes stay holes (all-zero ciphertext
+// reads as zeros and SEEK_DATA skips it), as ext4 reports the unwritten
+// extents of its own fallocate.
+func (f *Filter) reserve(c *layer.Call, h *layer.Handle, s, e uint64) layer.Errno {
+	bs := f.content.bs
+	from := f.content.BlockOff(s / bs)
+	if s < bs {
+		from = 0 // the header too
 	}
-	bs, cbs := f.content.bs, f.content.cbs
-	const chunk = 256
-	for b := s / bs; b*bs < e; b += chunk {
-		n := min(chunk, (e+bs-1)/bs-b) // only blocks that meet [s, e)
-		plen := min(n*bs, size-b*bs)
-		cbuf := make([]byte, n*cbs)
-		ct, errno := f.readBelow(c, h, cbuf, f.content.BlockOff(b))
-		if errno != 0 {
-			return errno
-		}
-		pt := make([]byte, plen)
-		changed := false
-		for i := uint64(0); i < n; i++ {
-			lo := i * bs
-			var blk []byte
-			if uint64(len(ct)) > i*cbs {
-				blk = ct[i*cbs : min(uint64(len(ct)), (i+1)*cbs)]
-			}
-			if len(blk) == 0 || IsHole(blk) {
-				changed = true // stays zero in pt
-				continue
-			}
-			if _, err := f.content.DecryptBlock(pt[lo:lo], blk, b+i, &id); err != nil {
-				return f.damaged(of, err)
-			}
-		}
-		if zero {
-			zs, ze := max(s, b*bs)-b*bs, min(e, b*bs+plen)-b*bs
-			clear(pt[zs:ze])
-			changed = true
-		}
-		if !changed {
-			continue
-		}
-		out, err := f.content.Encrypt(nil, pt, b, &id)
-		if err != nil {
-			return syscall.EIO
-		}
-		if errno := f.writeBelow(c, h, out, f.content.BlockOff(b), false); errno != 0 {
-			return errno
-		}
-	}
-	return 0
+	to := f.content.BlockOff((e + bs - 1) / bs)
+	return f.att.Below.Do(c, &layer.AllocateOp{Handle: h, Off: from, Size: to - from, Mode: unix.FALLOC_FL_KEEP_SIZE})
 }
 
 // zeroRange makes [s, e) of the plaintext read as zeros: whole blocks are

@@ -61,3 +61,75 @@ func commonPrefix(a, b []byte) int {
 	}
 	return n
 }
+
+// TestFallocateModes: fallocate reserves ciphertext without writing it, so
+// holes stay holes (SEEK_DATA skips them, as ext4 skips the unwritten
+// extents of its own fallocate) and read as zeros; ZERO_RANGE zeroes
+// exactly its range, also when it extends the file past a partial last
+// block; the file's other bytes never change.
+func TestFallocateModes(t *testing.T) {
+	mnt, backing := conformance.Mount(t, cryptStack, layer.MountOptions{})
+	const size = 3*4096 + 1000 // a partial last block
+	data := bytes.Repeat([]byte{0x5a}, size)
+	cases := []struct {
+		name     string
+		mode     uint32
+		off, n   int
+		wantSize int
+		zero     [2]int // the range that must read as zeros
+	}{
+		{"allocate-extend", 0, size - 10, 1 << 20, size - 10 + 1<<20, [2]int{size, size - 10 + 1<<20}},
+		{"allocate-keep-size", unix.FALLOC_FL_KEEP_SIZE, 100, 1 << 20, size, [2]int{0, 0}},
+		{"zero-range-extend", unix.FALLOC_FL_ZERO_RANGE, 2*4096 + 7, 3 * 4096, 5*4096 + 7, [2]int{2*4096 + 7, 5*4096 + 7}},
+		{"zero-range-inside", unix.FALLOC_FL_ZERO_RANGE, 100, 2 * 4096, size, [2]int{100, 100 + 2*4096}},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := fmt.Sprintf("%s/f%d", mnt, i)
+			must(t, os.WriteFile(p, data, 0644))
+			f, err := os.OpenFile(p, os.O_RDWR, 0)
+			must(t, err)
+			defer f.Close()
+			must(t, unix.Fallocate(int(f.Fd()), tc.mode, int64(tc.off), int64(tc.n)))
+			want := make([]byte, tc.wantSize)
+			copy(want, data)
+			clear(want[tc.zero[0]:tc.zero[1]])
+			for _, root := range []string{mnt, mountAgain(t, backing, layer.MountOptions{})} {
+				got, err := os.ReadFile(fmt.Sprintf("%s/f%d", root, i))
+				must(t, err)
+				if !bytes.Equal(got, want) {
+					t.Errorf("%s: %d bytes (want %d), equal prefix %d", root, len(got), len(want), commonPrefix(got, want))
+				}
+			}
+			// What was allocated past the old data (from the block
+			// after the old partial last one) is a hole.
+			const from = 4 * 4096
+			off, err := unix.Seek(int(f.Fd()), from, unix.SEEK_DATA)
+			if tc.wantSize > from && err != unix.ENXIO {
+				t.Errorf("SEEK_DATA from %d: %d, %v; want ENXIO (allocated or zeroed, never written)", from, off, err)
+			}
+		})
+	}
+	// The space is reserved below: the ciphertext of a 64 MiB allocation
+	// takes its blocks at once.
+	p := mnt + "/big"
+	f, err := os.Create(p)
+	must(t, err)
+	defer f.Close()
+	must(t, unix.Fallocate(int(f.Fd()), 0, 0, 64<<20))
+	ents, err := os.ReadDir(backing)
+	must(t, err)
+	var blocks int64
+	for _, e := range ents {
+		var st unix.Stat_t
+		if unix.Stat(backing+"/"+e.Name(), &st) == nil && st.Size > 64<<20 {
+			blocks = st.Blocks * 512
+		}
+	}
+	if blocks < 64<<20 {
+		t.Errorf("64 MiB allocated through the mount reserve %d bytes below", blocks)
+	}
+	if off, err := unix.Seek(int(f.Fd()), 0, unix.SEEK_DATA); err != unix.ENXIO {
+		t.Errorf("SEEK_DATA in an allocated, never written file: %d, %v; want ENXIO", off, err)
+	}
+}

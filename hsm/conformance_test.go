@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/vfsfilter/vfsfilter/crypt"
 	"github.com/vfsfilter/vfsfilter/internal/settings"
 	"github.com/vfsfilter/vfsfilter/layer"
 	"github.com/vfsfilter/vfsfilter/layer/conformance"
@@ -19,7 +20,10 @@ import (
 // directory. With migrator set, a goroutine migrates every closed file of
 // the tree again and again while the test runs, so the suites meet stubs
 // at random points.
-func hsmStack(migrator bool) conformance.StackFunc {
+func hsmStack(migrator bool) conformance.StackFunc { return hsmStackWith(migrator) }
+
+// hsmStackWith is hsmStack with more filters (crypt) in the stack.
+func hsmStackWith(migrator bool, more ...func(t testing.TB) layer.Filter) conformance.StackFunc {
 	return func(t testing.TB, backing string) *layer.Stack {
 		st, err := CreateDirStore(filepath.Join(t.TempDir(), "store"))
 		require.NoError(t, err)
@@ -33,7 +37,11 @@ func hsmStack(migrator bool) conformance.StackFunc {
 		require.NoError(t, err)
 		ns, err := namespace.New(m)
 		require.NoError(t, err)
-		s, err := layer.NewStack(nil, pt, f, ns)
+		filters := []layer.Filter{pt, f, ns}
+		for _, mk := range more {
+			filters = append(filters, mk(t))
+		}
+		s, err := layer.NewStack(nil, filters...)
 		require.NoError(t, err)
 		if migrator {
 			ctx, cancel := context.WithCancel(context.Background())
@@ -87,4 +95,22 @@ func TestPosixMigrating(t *testing.T) {
 
 func TestExerciserMigrating(t *testing.T) {
 	conformance.RunExerciser(t, hsmStack(true), layer.MountOptions{}, 1000)
+}
+
+// cryptFilter is a crypt filter with fresh keys: with the HSM below it, as
+// in a mount with both, only ciphertext reaches the store.
+func cryptFilter(t testing.TB) layer.Filter {
+	_, keys, err := crypt.NewConfig([]byte("a passphrase for the crypt-over-hsm tests"), crypt.MinScryptLogN)
+	require.NoError(t, err)
+	f, err := crypt.New(keys, crypt.Options{})
+	require.NoError(t, err)
+	keys.Wipe()
+	return f
+}
+
+// TestExerciserCryptMigrating: crypt over the HSM while every closed file
+// migrates again and again: recalls run under crypt's header and block
+// reads, size translation happens over stubs.
+func TestExerciserCryptMigrating(t *testing.T) {
+	conformance.RunExerciser(t, hsmStackWith(true, cryptFilter), layer.MountOptions{}, 600)
 }
