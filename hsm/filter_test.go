@@ -417,3 +417,52 @@ func readRecordPathBelow(path string) (*Record, error) {
 	defer unix.Close(fd)
 	return readRecordFd(fd)
 }
+
+// TestHolesSurviveMigration: a sparse file's holes are where they were
+// while it is a stub (SEEK_DATA/SEEK_HOLE answered from the object's
+// extent map) and after a recall (the data is written back extent by
+// extent), through the mount and in the backing file.
+func TestHolesSurviveMigration(t *testing.T) {
+	r := newRig(t, rigOpts{chunk: 16})
+	p := filepath.Join(r.mnt, "sparse")
+	f, err := os.Create(p)
+	require.NoError(t, err)
+	for _, off := range []int64{0, 1 << 20, 5<<20 + 4096} {
+		_, err := f.WriteAt(randBytes(8192), off)
+		require.NoError(t, err)
+	}
+	require.NoError(t, f.Truncate(8<<20)) // and a hole at the end
+	require.NoError(t, f.Close())
+	want := dataSegments(t, p)
+	require.Len(t, want, 3, "this file system must report holes for the test to mean anything")
+
+	require.Equal(t, OutMigrated, r.migrate(t, "sparse").Outcome)
+	assert.Equal(t, want, dataSegments(t, p), "stub")
+	got, err := os.ReadFile(p)
+	require.NoError(t, err)
+	require.Len(t, got, 8<<20)
+	require.Eventually(t, func() bool { return r.status(t, "sparse").State == "premigrated" }, 10*time.Second, 10*time.Millisecond)
+	assert.Equal(t, want, dataSegments(t, p), "recalled, through the mount")
+	assert.Equal(t, want, dataSegments(t, filepath.Join(r.backing, "sparse")), "recalled, backing file")
+}
+
+// dataSegments is the file's [data, hole) ranges as SEEK_DATA/SEEK_HOLE
+// report them.
+func dataSegments(t *testing.T, path string) [][2]int64 {
+	t.Helper()
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	var segs [][2]int64
+	for off := int64(0); ; {
+		d, err := unix.Seek(int(f.Fd()), off, unix.SEEK_DATA)
+		if err == unix.ENXIO {
+			return segs
+		}
+		require.NoError(t, err)
+		h, err := unix.Seek(int(f.Fd()), d, unix.SEEK_HOLE)
+		require.NoError(t, err)
+		segs = append(segs, [2]int64{d, h})
+		off = h
+	}
+}

@@ -18,8 +18,8 @@ import (
 // (ref) and to the same-named directory through the stack (dir), and after
 // every step compares the errno each side returned and the files' sizes and
 // contents. Any divergence is a bug in the stack (SEEK_DATA and SEEK_HOLE
-// may differ across bytes that read as zeros: see zerosBetween). seed makes
-// a failure reproducible.
+// may differ in how they report zeros: see seekAgrees). seed makes a
+// failure reproducible.
 func Exercise(t *testing.T, ref, dir string, seed uint64, steps int) {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
@@ -142,7 +142,7 @@ func Exercise(t *testing.T, ref, dir string, seed uint64, steps int) {
 			p := open[name]
 			or, er := unix.Seek(int(p.r.Fd()), off, whence)
 			od, ed := unix.Seek(int(p.d.Fd()), off, whence)
-			if !seekAgrees(p.r, whence, or, er, od, ed) {
+			if !seekAgrees(p.r, whence, off, or, er, od, ed) {
 				t.Fatalf("seed %d: lseek %s %d whence %d: local gave (%d, %v), stack gave (%d, %v)", seed, name, off, whence, or, er, od, ed)
 			}
 		}
@@ -161,43 +161,43 @@ func Exercise(t *testing.T, ref, dir string, seed uint64, steps int) {
 	}
 }
 
-// seekAgrees reports whether the stack's answer to an lseek (od, ed)
-// agrees with the local file system's (or, er) on the local file f: the
-// same, or different only across zeros (see zerosBetween). For SEEK_DATA
-// that includes ENXIO on one side where the other found "data" in zeros
-// that run to the end of the file.
-func seekAgrees(f *os.File, whence int, or int64, er error, od int64, ed error) bool {
-	switch {
-	case er == nil && ed == nil:
-		return or == od || zerosBetween(f, or, od)
-	case errnoOf(er) == errnoOf(ed):
+// seekAgrees reports whether the stack's answer to lseek(off, whence)
+// (od, ed) is as good as the local file system's (or, er) for the local
+// file f, whose contents the stack's file has (that is checked after every
+// step). The answers must be the same, or differ only in how zeros are
+// reported: ext4 itself reports an unwritten extent (what fallocate
+// leaves) as a hole, or as data once a read has brought its pages into the
+// page cache, so no stack can match it op by op there. What must hold
+// always: SEEK_DATA skips nothing but zeros (ENXIO only if zeros run to the
+// end), and SEEK_HOLE lands in zeros (to the end of their 4 KiB block) or
+// at the end of the file.
+func seekAgrees(f *os.File, whence int, off, or int64, er error, od int64, ed error) bool {
+	if errnoOf(er) == errnoOf(ed) && or == od {
 		return true
-	case whence != unix.SEEK_DATA:
-		return false
-	case errnoOf(er) == syscall.ENXIO && ed == nil:
-		return zerosToEnd(f, od)
-	case errnoOf(ed) == syscall.ENXIO && er == nil:
-		return zerosToEnd(f, or)
 	}
-	return false
-}
-
-func zerosToEnd(f *os.File, from int64) bool {
 	st, err := f.Stat()
-	return err == nil && from < st.Size() && zerosBetween(f, from, st.Size())
+	if err != nil {
+		return false
+	}
+	size := st.Size()
+	if off >= size || ed != nil && errnoOf(ed) != syscall.ENXIO {
+		return false // ENXIO past the end, and no other error, on both sides
+	}
+	switch {
+	case whence == unix.SEEK_DATA && ed != nil:
+		return zerosBetween(f, off, size)
+	case whence == unix.SEEK_DATA:
+		return od >= off && od < size && zerosBetween(f, off, od)
+	case ed != nil || od < off || od > size:
+		return false
+	case od == size:
+		return true
+	}
+	return zerosBetween(f, od, min(size, (od/4096+1)*4096))
 }
 
-// zerosBetween reports whether the bytes of f between offsets a and b (in
-// either order) all read as zeros. SEEK_DATA and SEEK_HOLE may disagree
-// with ext4 only there: ext4 itself reports an unwritten extent (what
-// fallocate leaves) as a hole, or as data once its pages are in the page
-// cache (after a read), so its answer over zeros depends on its cache.
-// Data must never be reported as a hole, and the contents are compared
-// after every step anyway.
+// zerosBetween reports whether the bytes of f in [a, b) all read as zeros.
 func zerosBetween(f *os.File, a, b int64) bool {
-	if a > b {
-		a, b = b, a
-	}
 	buf := make([]byte, b-a)
 	n, _ := f.ReadAt(buf, a)
 	return n == len(buf) && !slices.ContainsFunc(buf, func(c byte) bool { return c != 0 })
