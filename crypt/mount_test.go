@@ -107,7 +107,7 @@ var viewSkips = map[string]string{
 }
 
 func TestExerciser(t *testing.T) {
-	steps := 1000
+	steps := 400
 	if testing.Short() {
 		steps = 60
 	}

@@ -112,5 +112,5 @@ func cryptFilter(t testing.TB) layer.Filter {
 // migrates again and again: recalls run under crypt's header and block
 // reads, size translation happens over stubs.
 func TestExerciserCryptMigrating(t *testing.T) {
-	conformance.RunExerciser(t, hsmStackWith(true, cryptFilter), layer.MountOptions{}, 600)
+	conformance.RunExerciser(t, hsmStackWith(true, cryptFilter), layer.MountOptions{}, 300)
 }
