@@ -3,8 +3,10 @@ package integration
 import (
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Public file-system exercisers run against the built binary's mount, as
@@ -25,21 +27,104 @@ func needTool(t *testing.T, name string) string {
 	return ""
 }
 
-// exerciserStacks are the stacks the exercisers run against: the plain
-// passthrough and the namespace filter with rules that match nothing the
-// tools create.
-var exerciserStacks = map[string][]string{
-	"passthrough": nil,
-	"hide":        {"--hide", "*.swp", "--hide", "node_modules", "--hide", "build/tmp"},
+// exStack is a stack the exercisers run against, set up as a user would:
+// `vfsfilter init` (when init is not nil) and `vfsfilter mount --daemon`.
+// In the flags, PASS stands for a passphrase file and STORE for an HSM
+// store directory, both made per test.
+type exStack struct {
+	init, mount []string
+	// migrate runs `vfsfilter hsm migrate` over the whole mount again and
+	// again while the tool runs, so that it meets files that become stubs
+	// between its writes and its verifying reads.
+	migrate bool
+}
+
+// exerciserStacks: the plain passthrough; the namespace filter with rules
+// that match nothing the tools create; crypt; and crypt over the HSM with
+// files migrating under the tools' feet.
+var exerciserStacks = map[string]exStack{
+	"passthrough": {},
+	"hide":        {mount: []string{"--hide", "*.swp", "--hide", "node_modules", "--hide", "build/tmp"}},
+	"crypt": {
+		init:  []string{"--crypt", "--passfile", "PASS", "--scrypt-logn", "10"},
+		mount: []string{"--passfile", "PASS"},
+	},
+	"crypt-hsm-migrating": {
+		init:    []string{"--crypt", "--passfile", "PASS", "--scrypt-logn", "10", "--hsm-store", "STORE"},
+		mount:   []string{"--passfile", "PASS"},
+		migrate: true,
+	},
+}
+
+// migratedSome matches what `vfsfilter hsm migrate` prints when it moved
+// at least one file.
+var migratedSome = regexp.MustCompile(`migrated [1-9][0-9]* files`)
+
+// setUp makes the stack over a fresh backing directory and returns its
+// mountpoint; the mount, and the migrator if any, end with the test.
+func (s exStack) setUp(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	backing, mnt, pass, store := dir+"/backing", dir+"/mnt", dir+"/pass", dir+"/store"
+	for _, d := range []string{backing, mnt} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(pass, []byte("exerciser passphrase\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	subst := func(args []string) []string {
+		out := make([]string, len(args))
+		for i, a := range args {
+			out[i] = strings.NewReplacer("PASS", pass, "STORE", store).Replace(a)
+		}
+		return out
+	}
+	if s.init != nil {
+		args := append(append([]string{"init"}, subst(s.init)...), backing)
+		if r := vfsfilter(t, args...); r.code != 0 {
+			t.Fatalf("vfsfilter %s: exit %d\n%s", strings.Join(args, " "), r.code, r.stderr)
+		}
+	}
+	mountDaemon(t, backing, mnt, subst(s.mount)...)
+	if s.migrate {
+		stop := make(chan struct{})
+		done := make(chan int)
+		go func() {
+			n := 0
+			defer func() { done <- n }()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+				// Files that vanish or are open meanwhile are
+				// skipped or reported; only the data checks of the
+				// tools decide.
+				cmd := command(t, "hsm", "migrate", mnt)
+				if out, _ := cmd.Output(); migratedSome.Match(out) {
+					n++
+				}
+			}
+		}()
+		// Registered after mountDaemon's cleanup, so it runs before the
+		// unmount.
+		t.Cleanup(func() {
+			close(stop)
+			t.Logf("%d migration rounds moved files", <-done)
+		})
+	}
+	return mnt
 }
 
 func TestStressNG(t *testing.T) {
 	requireFUSE(t)
 	tool := needTool(t, "stress-ng")
-	for name, args := range exerciserStacks {
+	for name, stack := range exerciserStacks {
 		t.Run(name, func(t *testing.T) {
-			backing, mnt := t.TempDir(), t.TempDir()
-			mountDaemon(t, backing, mnt, args...)
+			mnt := stack.setUp(t)
 			// Each stressor checks what it reads back (--verify); they
 			// run together for a few seconds, in the mount.
 			cmd := exec.Command(tool, "--temp-path", mnt, "--verify", "--timeout", "4s",
@@ -62,21 +147,34 @@ func TestStressNG(t *testing.T) {
 func TestFioVerify(t *testing.T) {
 	requireFUSE(t)
 	tool := needTool(t, "fio")
-	for name, args := range exerciserStacks {
+	for name, stack := range exerciserStacks {
 		t.Run(name, func(t *testing.T) {
-			backing, mnt := t.TempDir(), t.TempDir()
-			mountDaemon(t, backing, mnt, args...)
+			mnt := stack.setUp(t)
 			for _, engine := range []string{"psync", "mmap"} {
 				// Random 4 KiB writes by two jobs, each block stamped
 				// with a checksum and read back and verified.
-				cmd := exec.Command(tool, "--name=verify-"+engine, "--directory="+mnt,
-					"--ioengine="+engine, "--rw=randwrite", "--bs=4k", "--size=16m",
+				args := []string{"--name=verify-" + engine, "--directory=" + mnt,
+					"--ioengine=" + engine, "--rw=randwrite", "--bs=4k", "--size=16m",
 					"--numjobs=2", "--verify=crc32c", "--do_verify=1", "--verify_fatal=1",
-					"--group_reporting", "--minimal", "--verify_state_save=0")
-				cmd.Dir = t.TempDir() // fio writes its scratch files to the cwd
-				out, err := cmd.CombinedOutput()
-				if err != nil {
-					t.Fatalf("fio (%s) failed: %v\n%s", engine, err, out)
+					"--group_reporting", "--minimal", "--verify_state_save=0"}
+				fio := func(extra ...string) {
+					t.Helper()
+					cmd := exec.Command(tool, append(args, extra...)...)
+					cmd.Dir = t.TempDir() // fio writes its scratch files to the cwd
+					if out, err := cmd.CombinedOutput(); err != nil {
+						t.Fatalf("fio (%s %s) failed: %v\n%s", engine, strings.Join(extra, " "), err, out)
+					}
+				}
+				fio()
+				if stack.migrate {
+					// The files are closed now: all become stubs, and
+					// a second pass of fio verifies every block again,
+					// each read recalling.
+					r := vfsfilter(t, "hsm", "migrate", mnt)
+					if r.code != 0 || !migratedSome.MatchString(r.stdout) {
+						t.Fatalf("hsm migrate: exit %d, %q\n%s", r.code, r.stdout, r.stderr)
+					}
+					fio("--verify_only")
 				}
 			}
 		})
