@@ -24,6 +24,7 @@ func TestNameCache(t *testing.T) {
 	iv1, _ := NewDirIV()
 	iv2, _ := NewDirIV()
 	names := []string{"a", "hello.txt", strings.Repeat("x", 16), strings.Repeat("é", 127), strings.Repeat("n", 255)}
+	garbage := map[string]bool{}
 	for round := range 2 { // the second round is served from the cache
 		for _, name := range names {
 			for _, iv := range [][]byte{iv1, iv2} {
@@ -41,13 +42,18 @@ func TestNameCache(t *testing.T) {
 				t.Errorf("%q: same encryption under two IVs", name)
 			}
 			// A name under the wrong IV does not decrypt, cached or not.
+			// (It may decrypt to some other valid name, about once in
+			// 256 tries: the padding check is all EME has. Such a name
+			// is cached like any other.)
 			if got, err := c.Decrypt(c.Encrypt(name, iv1), iv2); err == nil && got == name {
 				t.Errorf("%q decrypts under the other IV", name)
+			} else if err == nil {
+				garbage[got] = true
 			}
 		}
 	}
-	if e, d := c.len(); e != 2*len(names) || d != 2*len(names) {
-		t.Errorf("entries %d/%d, want %d each", e, d, 2*len(names))
+	if e, d := c.len(); e != 2*len(names)+len(garbage) || d != 2*len(names)+len(garbage) {
+		t.Errorf("entries %d/%d, want %d each", e, d, 2*len(names)+len(garbage))
 	}
 
 	// Decrypting seeds encryption (a fresh cache: the listing comes
