@@ -524,12 +524,18 @@ func (f *Filter) writeAt(c *layer.Call, h *layer.Handle, of *openFile, data []by
 	}
 	// Writing past a partial last block: it becomes a full block now
 	// (zero-padded), or the file would have a short block in its middle.
+	// unpad undoes that if this write fails.
+	var unpad func() layer.Errno
 	if oldP%bs != 0 && oldP/bs < b0 {
 		last, hole, errno := old(oldP / bs)
 		if errno != 0 {
 			return 0, errno
 		}
+		if !hole {
+			unpad = func() layer.Errno { return f.padLast(c, h, of, &id, oldP, oldP, last, false) }
+		}
 		if errno := f.padLast(c, h, of, &id, oldP, (oldP/bs+1)*bs, last, hole); errno != 0 {
+			f.cutBack(c, h, csize, unpad) // the padding may be torn
 			return 0, errno
 		}
 	}
@@ -576,9 +582,11 @@ func (f *Filter) writeAt(c *layer.Call, h *layer.Handle, of *openFile, data []by
 	if err != nil {
 		return 0, syscall.EIO
 	}
+	hdrLen := uint64(len(ct))
 	ct = cbuf[:len(ct)+len(body)]
-	if errno := f.writeBelow(c, h, ct, coff, kill); errno != 0 {
-		return 0, errno
+	w := &layer.WriteOp{Handle: h, Off: int64(coff), Data: ct, KillSuidgid: kill}
+	if errno := f.att.Below.Do(c, w); errno != 0 || int(w.Written) != len(ct) {
+		return f.shortWrite(c, h, csize, coff, hdrLen, uint64(w.Written), uint64(len(ct)), b0, off, end, unpad, errno)
 	}
 	// The file below is now the old one with blocks b0..b1 replaced
 	// (and the old partial last block padded, before b0): remember its
@@ -600,6 +608,62 @@ func (f *Filter) writeAt(c *layer.Call, h *layer.Handle, of *openFile, data []by
 		wc.tail, wc.tailOK = tail, tailOK
 	}
 	return len(data), 0
+}
+
+// shortWrite cleans up after a write below that failed or wrote only
+// written of its n bytes (a full disk), so that no torn ciphertext block is
+// left to fail authentication on every later read. The write began at
+// cipher offset coff with hdrLen bytes of header, then the blocks from b0;
+// csize is the file's cipher size before it (before any padding of the old
+// last block, which unpad, if not nil, undoes). Complete blocks stay: the
+// caller gets the plaintext bytes of data they hold, or the error (ENOSPC
+// for a short write) when they hold none. The torn block is punched back
+// to the hole it was (on a full disk only a write that needed new space
+// fails, so it was a hole), and whatever the write added past the old end
+// beyond its complete blocks is cut off again.
+func (f *Filter) shortWrite(c *layer.Call, h *layer.Handle, csize, coff, hdrLen, written, n, b0, off, end uint64, unpad func() layer.Errno, errno layer.Errno) (int, layer.Errno) {
+	if errno == 0 {
+		errno = syscall.ENOSPC
+	}
+	cbs, bs := f.content.cbs, f.content.bs
+	var k uint64 // complete blocks written
+	if written > hdrLen {
+		k = (written - hdrLen) / cbs
+	}
+	torn := coff + hdrLen + k*cbs
+	if written > torn-coff {
+		punch := &layer.AllocateOp{Handle: h, Off: torn, Size: min(cbs, coff+n-torn), Mode: unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE}
+		if e := f.att.Below.Do(c, punch); e != 0 {
+			f.log.Error("cannot undo a torn block after a failed write", "error", e)
+		}
+	}
+	if k == 0 {
+		f.cutBack(c, h, csize, unpad) // no complete block: as it was
+	} else {
+		f.cutBack(c, h, max(csize, torn), nil)
+	}
+	if k == 0 || (b0+k)*bs <= off {
+		return 0, errno
+	}
+	return int(min((b0+k)*bs, end) - off), 0
+}
+
+// cutBack cuts the file below back to cipher size keep if a failed write
+// left it longer, then runs unpad (if not nil) to rewrite the old partial
+// last block that the write had padded to a full one.
+func (f *Filter) cutBack(c *layer.Call, h *layer.Handle, keep uint64, unpad func() layer.Errno) {
+	now, e := f.cipherSize(c, h)
+	if e == 0 && now > keep {
+		in := fuse.SetAttrIn{}
+		in.Valid, in.Size = fuse.FATTR_SIZE, keep
+		e = f.att.Below.Do(c, &layer.SetattrOp{Path: DirIVFile + "/gone", Handle: h, In: in})
+		if e == 0 && unpad != nil {
+			e = unpad()
+		}
+	}
+	if e != 0 {
+		f.log.Error("cannot restore the size after a failed write", "error", e)
+	}
 }
 
 // padLast rewrites the partial last block of a file of plaintext size oldP,
@@ -776,12 +840,15 @@ func (f *Filter) allocate(c *layer.Call, op *layer.AllocateOp) (layer.Status, la
 			return done, errno
 		}
 	}
-	if !keep && end > oldP {
-		if errno := f.resize(c, op.Handle, of, DirIVFile+"/gone", end, false); errno != 0 {
-			return done, errno
-		}
+	// Space first: a full disk fails the call before the size changes,
+	// as on ext4.
+	if errno := f.reserve(c, op.Handle, op.Off, end); errno != 0 {
+		return done, errno
 	}
-	return done, f.reserve(c, op.Handle, op.Off, end)
+	if !keep && end > oldP {
+		return done, f.resize(c, op.Handle, of, DirIVFile+"/gone", end, false)
+	}
+	return done, 0
 }
 
 // reserve allocates the ciphertext of the plaintext blocks that meet
