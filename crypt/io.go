@@ -734,6 +734,8 @@ func (f *Filter) resize(c *layer.Call, h *layer.Handle, of *openFile, cpath stri
 				return errno
 			}
 			if errno := f.padLast(c, h, of, &id, oldP, newP, old, hole); errno != 0 {
+				// A full disk may have torn the padded block.
+				f.cutBack(c, h, csize, func() layer.Errno { return f.padLast(c, h, of, &id, oldP, oldP, old, hole) })
 				return errno
 			}
 		}
