@@ -466,3 +466,47 @@ func dataSegments(t *testing.T, path string) [][2]int64 {
 		off = h
 	}
 }
+
+// TestRecallOnFullDisk: a recall that runs out of local space fails with
+// EIO (and a log line), leaves the stub as it was (empty, migrated, its
+// object in the store), and succeeds once there is room again.
+func TestRecallOnFullDisk(t *testing.T) {
+	r := newRig(t, rigOpts{chunk: 16})
+	// A small file system inside the backing directory (the passthrough
+	// resolves paths beneath its root, mounts included).
+	small := filepath.Join(r.backing, "small")
+	require.NoError(t, os.Mkdir(small, 0o755))
+	require.NoError(t, unix.Mount("tmpfs", small, "tmpfs", 0, "size=2m"))
+	t.Cleanup(func() { unix.Unmount(small, unix.MNT_DETACH) })
+
+	data := randBytes(1536 << 10)
+	p := filepath.Join(r.mnt, "small", "f")
+	require.NoError(t, os.WriteFile(p, data, 0o644))
+	require.Equal(t, OutMigrated, r.migrate(t, "small/f").Outcome)
+	// Fill what the stub gave back.
+	filler := filepath.Join(r.mnt, "small", "filler")
+	err := os.WriteFile(filler, make([]byte, 3<<20), 0o644)
+	require.ErrorIs(t, err, syscall.ENOSPC)
+
+	_, err = os.ReadFile(p)
+	assert.ErrorIs(t, err, syscall.EIO)
+	var bst unix.Stat_t
+	require.NoError(t, unix.Stat(filepath.Join(small, "f"), &bst))
+	assert.EqualValues(t, 0, bst.Size, "stub unchanged")
+	assert.EqualValues(t, 0, bst.Blocks, "no recalled data left behind")
+	assert.Equal(t, "migrated", r.status(t, "small/f").State)
+	st, err := os.Stat(p)
+	require.NoError(t, err)
+	assert.EqualValues(t, len(data), st.Size(), "users still see the real size")
+
+	require.NoError(t, os.Remove(filler))
+	// The space comes back when the daemon closes the filler's backing
+	// file, at the RELEASE the kernel sends a moment after close(2).
+	require.Eventually(t, func() bool {
+		var sfs unix.Statfs_t
+		return unix.Statfs(small, &sfs) == nil && sfs.Bavail*uint64(sfs.Bsize) >= uint64(len(data))
+	}, 10*time.Second, 10*time.Millisecond)
+	got, err := os.ReadFile(p)
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(data, got))
+}
