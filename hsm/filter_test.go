@@ -510,3 +510,43 @@ func TestRecallOnFullDisk(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, bytes.Equal(data, got))
 }
+
+// TestDamagedStubRecordEIO: a stub whose record is damaged (bit rot, a
+// hand edit below) answers EIO to stat, open and read, with a log line,
+// and changes nothing: not the stub, not its object, not other files.
+func TestDamagedStubRecordEIO(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	data := randBytes(100000)
+	p := filepath.Join(r.mnt, "f")
+	require.NoError(t, os.WriteFile(p, data, 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(r.mnt, "other"), []byte("fine"), 0o644))
+	require.Equal(t, OutMigrated, r.migrate(t, "f").Outcome)
+	below := filepath.Join(r.backing, "f")
+	good := make([]byte, RecordSize+16)
+	n, err := unix.Getxattr(below, XattrName, good)
+	require.NoError(t, err)
+	good = good[:n]
+	bad := bytes.Clone(good)
+	bad[len(bad)/2] ^= 0x40
+	require.NoError(t, unix.Setxattr(below, XattrName, bad, 0))
+	dropCaches(t, p)
+
+	_, err = os.Stat(p)
+	assert.ErrorIs(t, err, syscall.EIO, "stat")
+	_, err = os.ReadFile(p)
+	assert.ErrorIs(t, err, syscall.EIO, "read")
+	got, err := os.ReadFile(filepath.Join(r.mnt, "other"))
+	require.NoError(t, err)
+	assert.Equal(t, "fine", string(got))
+	now := make([]byte, RecordSize+16)
+	n, err = unix.Getxattr(below, XattrName, now)
+	require.NoError(t, err)
+	assert.Equal(t, bad, now[:n], "the damaged record is left for fsck or the user")
+
+	// Repaired (the record back as it was): the file reads again.
+	require.NoError(t, unix.Setxattr(below, XattrName, good, 0))
+	dropCaches(t, p)
+	got, err = os.ReadFile(p)
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(data, got))
+}

@@ -75,7 +75,11 @@ func (f *Filter) recallFor(fd int, rec *Record) (*recall, error) {
 		defer f.wg.Done()
 		defer unix.Close(wfd)
 		err := r.run(wfd)
-		if err != nil {
+		switch {
+		case err != nil && f.ctx.Err() != nil:
+			// The mount is going away: not a failure of the store.
+			f.log.Info("hsm: recall stopped by unmount; the stub is unchanged", "file", r.name)
+		case err != nil:
 			f.fail("recall failed; the stub is unchanged", r.name, err)
 		}
 		// Out of the map before waking the waiters: a reader that sees
