@@ -29,7 +29,7 @@ func TestFullDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { srv.Unmount() })
+	conformance.UnmountAtEnd(t, srv)
 
 	keep := bytes.Repeat([]byte("precious"), 1000) // a partial last block
 	must(t, os.WriteFile(mnt+"/keep", keep, 0o644))

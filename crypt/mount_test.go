@@ -57,11 +57,7 @@ func mountAgain(t *testing.T, backing string, opts layer.MountOptions) string {
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}
-	t.Cleanup(func() {
-		if err := srv.Unmount(); err != nil {
-			t.Errorf("unmount %s: %v", mnt, err)
-		}
-	})
+	conformance.UnmountAtEnd(t, srv)
 	return mnt
 }
 

@@ -57,11 +57,7 @@ func mountKeys(t *testing.T, backing string, keys *crypt.Keys, opts layer.MountO
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}
-	t.Cleanup(func() {
-		if err := srv.Unmount(); err != nil {
-			t.Errorf("unmount %s: %v", mnt, err)
-		}
-	})
+	conformance.UnmountAtEnd(t, srv)
 	return mnt
 }
 

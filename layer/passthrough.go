@@ -2,9 +2,12 @@ package layer
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -23,6 +26,8 @@ type Passthrough struct {
 	// entries on any other device get the device mixed in.
 	refDev uint64
 	att    *Attachment
+	// ops counts the ops in flight, with closedBit set once Close began.
+	ops atomic.Int64
 }
 
 // NewPassthrough opens the backing directory dir. The error wraps
@@ -49,8 +54,32 @@ func (p *Passthrough) MixDevice() { p.refDev = ^uint64(0) }
 // Root returns the backing directory's path.
 func (p *Passthrough) Root() string { return p.root }
 
-// Close releases the backing directory's fd.
-func (p *Passthrough) Close() error { return unix.Close(p.rootFd) }
+// Close releases the backing directory's fd. Ops that arrive from then on
+// fail with EBADF; Close waits (up to closeWait) for the ops in flight.
+//
+// Why it must: every op resolves paths from the root fd by its number.
+// Closed under a running op (or with the mount still served, as by a
+// caller that closes the stack after a failed unmount), that number is
+// free for the next open(2) of the process, and an op would then resolve
+// its path beneath whatever directory got it: outside the backing
+// directory. Should ops stay in flight longer (a blocked lock request),
+// the fd is left open rather than closed under them. Close is idempotent.
+func (p *Passthrough) Close() error {
+	if p.ops.Or(closedBit)&closedBit != 0 {
+		return nil
+	}
+	deadline := time.Now().Add(closeWait)
+	for p.ops.Load() != closedBit {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("close backing dir %s: operations still running; its fd stays open", p.root)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return unix.Close(p.rootFd)
+}
+
+// closeWait bounds how long Close waits for the ops in flight.
+const closeWait = 10 * time.Second
 
 // Name implements Filter.
 func (p *Passthrough) Name() string { return "passthrough" }
@@ -61,46 +90,67 @@ func (p *Passthrough) Altitude() int { return AltitudePassthrough }
 // Attach implements Filter: the passthrough completes every op.
 func (p *Passthrough) Attach(a *Attachment) error {
 	p.att = a
-	OnPre(a, complete(p.lookup))
-	OnPre(a, complete(p.getattr))
-	OnPre(a, complete(p.setattr))
-	OnPre(a, complete(p.access))
-	OnPre(a, complete(p.readlink))
-	OnPre(a, complete(p.mknod))
-	OnPre(a, complete(p.mkdir))
-	OnPre(a, complete(p.symlink))
-	OnPre(a, complete(p.link))
-	OnPre(a, complete(p.unlink))
-	OnPre(a, complete(p.rmdir))
-	OnPre(a, complete(p.rename))
-	OnPre(a, complete(p.create))
-	OnPre(a, complete(p.open))
-	OnPre(a, complete(p.readdir))
-	OnPre(a, complete(p.statfs))
-	OnPre(a, complete(p.getxattr))
-	OnPre(a, complete(p.setxattr))
-	OnPre(a, complete(p.listxattr))
-	OnPre(a, complete(p.removexattr))
-	OnPre(a, complete(p.read))
-	OnPre(a, complete(p.write))
-	OnPre(a, complete(p.flush))
-	OnPre(a, complete(p.fsync))
-	OnPre(a, complete(p.release))
-	OnPre(a, complete(p.lseek))
-	OnPre(a, complete(p.allocate))
-	OnPre(a, complete(p.copyFileRange))
-	OnPre(a, complete(p.getlk))
-	OnPre(a, complete(p.setlk))
-	OnPre(a, complete(p.tmpfile))
+	OnPre(a, complete(p, p.lookup))
+	OnPre(a, complete(p, p.getattr))
+	OnPre(a, complete(p, p.setattr))
+	OnPre(a, complete(p, p.access))
+	OnPre(a, complete(p, p.readlink))
+	OnPre(a, complete(p, p.mknod))
+	OnPre(a, complete(p, p.mkdir))
+	OnPre(a, complete(p, p.symlink))
+	OnPre(a, complete(p, p.link))
+	OnPre(a, complete(p, p.unlink))
+	OnPre(a, complete(p, p.rmdir))
+	OnPre(a, complete(p, p.rename))
+	OnPre(a, complete(p, p.create))
+	OnPre(a, complete(p, p.open))
+	OnPre(a, complete(p, p.readdir))
+	OnPre(a, complete(p, p.statfs))
+	OnPre(a, complete(p, p.getxattr))
+	OnPre(a, complete(p, p.setxattr))
+	OnPre(a, complete(p, p.listxattr))
+	OnPre(a, complete(p, p.removexattr))
+	OnPre(a, complete(p, p.read))
+	OnPre(a, complete(p, p.write))
+	OnPre(a, complete(p, p.flush))
+	OnPre(a, complete(p, p.fsync))
+	OnPre(a, complete(p, p.release))
+	OnPre(a, complete(p, p.lseek))
+	OnPre(a, complete(p, p.allocate))
+	OnPre(a, complete(p, p.copyFileRange))
+	OnPre(a, complete(p, p.getlk))
+	OnPre(a, complete(p, p.setlk))
+	OnPre(a, complete(p, p.tmpfile))
 	return nil
 }
 
 // complete adapts a plain handler to a pre-callback that always completes.
-func complete[O Op](f func(*Call, O) error) PreFunc[O] {
+// Every op runs inside p.enter/p.leave, so that Close never closes the
+// root fd under an op that uses it.
+func complete[O Op](p *Passthrough, f func(*Call, O) error) PreFunc[O] {
 	return func(c *Call, op O) (Status, Errno) {
+		if !p.enter() {
+			return Complete, syscall.EBADF
+		}
+		defer p.leave()
 		return Complete, ToErrno(f(c, op))
 	}
 }
+
+// closedBit marks Passthrough.ops once Close has begun; the bits below
+// count the ops in flight.
+const closedBit = 1 << 62
+
+// enter counts an op in, or reports false once Close has begun.
+func (p *Passthrough) enter() bool {
+	if p.ops.Add(1)&closedBit != 0 {
+		p.ops.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (p *Passthrough) leave() { p.ops.Add(-1) }
 
 // resolveHow is how every directory on the way to an entry is opened.
 var resolveHow = unix.OpenHow{

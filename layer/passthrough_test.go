@@ -94,7 +94,7 @@ func TestFullDiskGivesENOSPC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { srv.Unmount() })
+	conformance.UnmountAtEnd(t, srv)
 	if err := os.WriteFile(mnt+"/keep", []byte("precious"), 0644); err != nil {
 		t.Fatal(err)
 	}
@@ -158,5 +158,49 @@ func TestSELinuxLabelWithoutSELinux(t *testing.T) {
 	n, err := unix.Getxattr(mnt+"/labelled", "security.selinux", buf)
 	if err != nil || string(buf[:n]) != "system_u:object_r:etc_t:s0" {
 		t.Errorf("existing label: %q, %v", buf[:n], err)
+	}
+}
+
+// TestCloseEndsOps: after Close, ops fail with EBADF, even when the next
+// open(2) of the process reuses the number the backing directory's fd had
+// (before, they resolved paths beneath whatever got that number). Close
+// is idempotent.
+func TestCloseEndsOps(t *testing.T) {
+	backing, other := t.TempDir(), t.TempDir()
+	for _, d := range []string{backing, other} {
+		if err := os.WriteFile(d+"/f", []byte(d), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pt, err := layer.NewPassthrough(backing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := layer.NewStack(nil, pt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	call := layer.InternalCall(t.Context())
+	if errno := st.Do(call, &layer.LookupOp{Path: "f"}); errno != 0 {
+		t.Fatalf("lookup before Close: %v", errno)
+	}
+	if err := pt.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := pt.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	fd, err := unix.Open(other, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	for _, op := range []layer.Op{&layer.LookupOp{Path: "f"}, &layer.UnlinkOp{Path: "f"}, &layer.OpenOp{Path: "f", Flags: syscall.O_RDONLY}} {
+		if errno := st.Do(call, op); errno != syscall.EBADF {
+			t.Errorf("%T after Close: %v, want EBADF", op, errno)
+		}
+	}
+	if _, err := os.Stat(other + "/f"); err != nil {
+		t.Fatalf("the directory that got the old fd number lost its file: %v", err)
 	}
 }

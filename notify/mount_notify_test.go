@@ -43,12 +43,8 @@ func newRig(t testing.TB, o rigOpts) *rig {
 		t.Fatalf("mount: %v", err)
 	}
 	r.srv = srv
-	t.Cleanup(func() {
-		if err := srv.Unmount(); err != nil {
-			t.Errorf("unmount: %v", err)
-		}
-		st.Close()
-	})
+	t.Cleanup(func() { st.Close() })
+	conformance.UnmountAtEnd(t, srv) // runs first
 	if err := r.n.Serve(srv); err != nil {
 		t.Fatal(err)
 	}

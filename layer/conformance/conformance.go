@@ -8,6 +8,7 @@ package conformance
 
 import (
 	"fmt"
+	"golang.org/x/sys/unix"
 	"log/slog"
 	"os"
 	"testing"
@@ -62,12 +63,22 @@ func Mount(t testing.TB, mk StackFunc, opts layer.MountOptions) (mnt, backing st
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}
+	UnmountAtEnd(t, srv)
+	return mnt, backing
+}
+
+// UnmountAtEnd unmounts srv when the test ends. Should the unmount fail
+// (busy), it reports that and detaches the mount lazily, so that nothing
+// that runs after it, the temp-dir clean-up above all, walks into a file
+// system that is still served: with its stack closed, that clean-up would
+// remove what the mount's ops reach.
+func UnmountAtEnd(t testing.TB, srv *layer.Server) {
 	t.Cleanup(func() {
 		if err := srv.Unmount(); err != nil {
-			t.Errorf("unmount %s: %v", mnt, err)
+			t.Errorf("unmount %s: %v", srv.Mountpoint(), err)
+			unix.Unmount(srv.Mountpoint(), unix.MNT_DETACH)
 		}
 	})
-	return mnt, backing
 }
 
 // RunPosix runs every posixtest case, each on a fresh mount.
