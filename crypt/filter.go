@@ -38,6 +38,11 @@ type Filter struct {
 	files   map[uint64]*fileState // by inode number below
 
 	bufs sync.Pool // *[]byte of ioBufSize
+
+	// zeroRangeBelow says whether the backing file system does
+	// FALLOC_FL_ZERO_RANGE (0: not known yet, 1: yes, 2: no): crypt
+	// offers the mode only where the file system underneath does.
+	zeroRangeBelow atomic.Int32
 }
 
 // Options tune a Filter. The zero value is the default.

@@ -833,6 +833,11 @@ func (f *Filter) allocate(c *layer.Call, op *layer.AllocateOp) (layer.Status, la
 	default:
 		return done, syscall.EOPNOTSUPP
 	}
+	if mode == unix.FALLOC_FL_ZERO_RANGE {
+		if errno := f.zeroRangeSupported(c, op.Handle, csize); errno != 0 {
+			return done, errno
+		}
+	}
 	if mode == unix.FALLOC_FL_ZERO_RANGE && op.Off < oldP {
 		// Whole blocks become holes, partial ones are rewritten; the
 		// allocation below then makes the holes unwritten extents, as
@@ -851,6 +856,34 @@ func (f *Filter) allocate(c *layer.Call, op *layer.AllocateOp) (layer.Status, la
 		return done, f.resize(c, op.Handle, of, DirIVFile+"/gone", end, false)
 	}
 	return done, 0
+}
+
+// zeroRangeSupported answers EOPNOTSUPP when the backing file system does
+// not do FALLOC_FL_ZERO_RANGE (tmpfs, for one), as a plain file there
+// would. crypt could emulate the mode anywhere, but a stack should offer
+// what the file system underneath offers. The first call asks below once,
+// with a zeroing allocation of one page past the end of the ciphertext of
+// the file at hand (KEEP_SIZE: invisible, and zeros are what an extension
+// would read there anyway).
+func (f *Filter) zeroRangeSupported(c *layer.Call, h *layer.Handle, csize uint64) layer.Errno {
+	switch f.zeroRangeBelow.Load() {
+	case 1:
+		return 0
+	case 2:
+		return syscall.EOPNOTSUPP
+	}
+	const page = 4096
+	probe := &layer.AllocateOp{Handle: h, Off: (csize + page - 1) / page * page, Size: page, Mode: unix.FALLOC_FL_ZERO_RANGE | unix.FALLOC_FL_KEEP_SIZE}
+	switch errno := f.att.Below.Do(c, probe); errno {
+	case 0:
+		f.zeroRangeBelow.Store(1)
+		return 0
+	case syscall.EOPNOTSUPP:
+		f.zeroRangeBelow.Store(2)
+		return errno
+	default:
+		return errno // ENOSPC and the like: ask again next time
+	}
 }
 
 // reserve allocates the ciphertext of the plaintext blocks that meet
