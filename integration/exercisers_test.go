@@ -33,9 +33,8 @@ func needTool(t *testing.T, name string) string {
 // store directory, both made per test.
 type exStack struct {
 	init, mount []string
-	// migrate runs `vfsfilter hsm migrate` over the whole mount again and
-	// again while the tool runs, so that it meets files that become stubs
-	// between its writes and its verifying reads.
+	// migrate: the stack has an HSM store and files migrate under the
+	// tools (how depends on the tool; see setUp's background).
 	migrate bool
 }
 
@@ -61,8 +60,10 @@ var exerciserStacks = map[string]exStack{
 var migratedSome = regexp.MustCompile(`migrated [1-9][0-9]* files`)
 
 // setUp makes the stack over a fresh backing directory and returns its
-// mountpoint; the mount, and the migrator if any, end with the test.
-func (s exStack) setUp(t *testing.T) string {
+// mountpoint; the mount, and the migrator if any, end with the test. With
+// background (and s.migrate), `vfsfilter hsm migrate` runs over the whole
+// mount again and again while the tool runs.
+func (s exStack) setUp(t *testing.T, background bool) string {
 	t.Helper()
 	dir := t.TempDir()
 	backing, mnt, pass, store := dir+"/backing", dir+"/mnt", dir+"/pass", dir+"/store"
@@ -88,7 +89,7 @@ func (s exStack) setUp(t *testing.T) string {
 		}
 	}
 	mountDaemon(t, backing, mnt, subst(s.mount)...)
-	if s.migrate {
+	if s.migrate && background {
 		stop := make(chan struct{})
 		done := make(chan int)
 		go func() {
@@ -124,7 +125,7 @@ func TestStressNG(t *testing.T) {
 	tool := needTool(t, "stress-ng")
 	for name, stack := range exerciserStacks {
 		t.Run(name, func(t *testing.T) {
-			mnt := stack.setUp(t)
+			mnt := stack.setUp(t, true)
 			// Each stressor checks what it reads back (--verify); they
 			// run together for a few seconds, in the mount.
 			cmd := exec.Command(tool, "--temp-path", mnt, "--verify", "--timeout", "4s",
@@ -149,7 +150,7 @@ func TestFioVerify(t *testing.T) {
 	tool := needTool(t, "fio")
 	for name, stack := range exerciserStacks {
 		t.Run(name, func(t *testing.T) {
-			mnt := stack.setUp(t)
+			mnt := stack.setUp(t, false)
 			for _, engine := range []string{"psync", "mmap"} {
 				// Random 4 KiB writes by two jobs, each block stamped
 				// with a checksum and read back and verified.

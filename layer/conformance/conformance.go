@@ -7,14 +7,17 @@
 package conformance
 
 import (
+	"errors"
 	"fmt"
-	"golang.org/x/sys/unix"
 	"log/slog"
 	"os"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/posixtest"
 	"github.com/vfsfilter/vfsfilter/layer"
+	"golang.org/x/sys/unix"
 )
 
 // StackFunc builds the stack under test over the backing directory.
@@ -74,7 +77,16 @@ func Mount(t testing.TB, mk StackFunc, opts layer.MountOptions) (mnt, backing st
 // remove what the mount's ops reach.
 func UnmountAtEnd(t testing.TB, srv *layer.Server) {
 	t.Cleanup(func() {
-		if err := srv.Unmount(); err != nil {
+		// Busy for a while is no error: on a loaded machine the last
+		// references of a test's files may take longer to go than
+		// Unmount's own retries (a second).
+		var err error
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			if err = srv.Unmount(); err == nil || !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
+				break
+			}
+		}
+		if err != nil {
 			t.Errorf("unmount %s: %v", srv.Mountpoint(), err)
 			unix.Unmount(srv.Mountpoint(), unix.MNT_DETACH)
 		}
