@@ -20,10 +20,7 @@ import (
 func TestFullDisk(t *testing.T) {
 	conformance.RequireFUSE(t)
 	small := t.TempDir()
-	if err := unix.Mount("tmpfs", small, "tmpfs", 0, "size=1m"); err != nil {
-		t.Fatalf("mount a small tmpfs: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(small, unix.MNT_DETACH) })
+	conformance.SmallTmpfs(t, small, "1m")
 	mnt := t.TempDir()
 	srv, err := layer.Mount(mnt, cryptStack(t, small), layer.MountOptions{})
 	if err != nil {

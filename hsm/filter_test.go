@@ -476,8 +476,7 @@ func TestRecallOnFullDisk(t *testing.T) {
 	// resolves paths beneath its root, mounts included).
 	small := filepath.Join(r.backing, "small")
 	require.NoError(t, os.Mkdir(small, 0o755))
-	require.NoError(t, unix.Mount("tmpfs", small, "tmpfs", 0, "size=2m"))
-	t.Cleanup(func() { unix.Unmount(small, unix.MNT_DETACH) })
+	conformance.SmallTmpfs(t, small, "2m")
 
 	data := randBytes(1536 << 10)
 	p := filepath.Join(r.mnt, "small", "f")

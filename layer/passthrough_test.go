@@ -84,10 +84,7 @@ func TestExercisePassthrough(t *testing.T) {
 func TestFullDiskGivesENOSPC(t *testing.T) {
 	conformance.RequireFUSE(t)
 	small := t.TempDir()
-	if err := unix.Mount("tmpfs", small, "tmpfs", 0, "size=1m"); err != nil {
-		t.Fatalf("mount a small tmpfs: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(small, unix.MNT_DETACH) })
+	conformance.SmallTmpfs(t, small, "1m")
 	mnt := t.TempDir()
 	st := conformance.Passthrough(t, small)
 	srv, err := layer.Mount(mnt, st, layer.MountOptions{})

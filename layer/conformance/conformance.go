@@ -70,6 +70,17 @@ func Mount(t testing.TB, mk StackFunc, opts layer.MountOptions) (mnt, backing st
 	return mnt, backing
 }
 
+// SmallTmpfs mounts a tmpfs of size (mount(8)'s "size=" syntax, "1m") on
+// dir, an empty directory, for tests of a full disk, and detaches it when
+// the test ends.
+func SmallTmpfs(t testing.TB, dir, size string) {
+	t.Helper()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
+		t.Fatalf("mount a %s tmpfs on %s: %v", size, dir, err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+}
+
 // UnmountAtEnd unmounts srv when the test ends. Should the unmount fail
 // (busy), it reports that and detaches the mount lazily, so that nothing
 // that runs after it, the temp-dir clean-up above all, walks into a file
