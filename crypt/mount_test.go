@@ -213,14 +213,7 @@ func TestDamagedBlock(t *testing.T) {
 		}
 		return nil
 	})
-	fd, err := os.OpenFile(cfile, os.O_RDWR, 0)
-	must(t, err)
-	off := int64(crypt.HeaderLen + 4096 + crypt.BlockOverhead + 100) // inside block 1
-	b := make([]byte, 1)
-	fd.ReadAt(b, off)
-	b[0] ^= 1
-	fd.WriteAt(b, off)
-	fd.Close()
+	flipBits(t, cfile, int64(crypt.HeaderLen+4096+crypt.BlockOverhead+100), 1) // inside block 1
 	// A fresh mount, so that no page is cached.
 	view := mountAgain(t, backing, layer.MountOptions{})
 	f, err := os.Open(view + "/f")
@@ -425,13 +418,7 @@ func TestDamagedHeader(t *testing.T) {
 		if cfile == "" {
 			t.Fatalf("no ciphertext file for %s", name)
 		}
-		fd, err := os.OpenFile(cfile, os.O_RDWR, 0)
-		must(t, err)
-		b := make([]byte, 1)
-		fd.ReadAt(b, off)
-		b[0] ^= 0x10
-		fd.WriteAt(b, off)
-		fd.Close()
+		flipBits(t, cfile, off, 0x10)
 	}
 	view := mountAgain(t, backing, layer.MountOptions{})
 	for name := range damage {
@@ -443,4 +430,31 @@ func TestDamagedHeader(t *testing.T) {
 	if err != nil || !bytes.Equal(got, data) {
 		t.Errorf("undamaged neighbour: %d bytes, %v", len(got), err)
 	}
+}
+
+// flipBits damages the file at path below the mount: the byte at off is
+// XORed with mask.
+func flipBits(t *testing.T, path string, off int64, mask byte) {
+	t.Helper()
+	fd, err := os.OpenFile(path, os.O_RDWR, 0)
+	must(t, err)
+	defer fd.Close()
+	b := make([]byte, 1)
+	if _, err := fd.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= mask
+	if _, err := fd.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// skipOutsideCI skips t for a missing capability of this machine, and
+// fails it under CI=true, where every test must run.
+func skipOutsideCI(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf("CI must run this test: "+format, args...)
+	}
+	t.Skipf(format, args...)
 }
