@@ -40,9 +40,9 @@
 // while it is written; writes the kernel makes directly to the backing
 // file (FUSE passthrough) never reach the daemon and are found at close by
 // comparing the backing file's size and times with those at open. While a
-// file is open for writing through the mount, modify and attrib events the
-// backing watch reports for it are dropped for that reason: the close
-// reports them (see above for after the close).
+// file is open for writing through the mount, the backing watch's modify
+// and attrib reports of those writes are dropped for that reason: the
+// close reports them (see below for how they are told apart).
 //
 // # The daemon's own changes
 //
@@ -55,15 +55,16 @@
 //     are dropped, exactly. Writes the kernel makes on the daemon's behalf
 //     to the backing file of a handle in FUSE passthrough mode come under
 //     the writer's pid, so the Source tracks users' handles open for
-//     writing (Open, Create, Release callbacks): while one is open, modify
-//     and attrib reports for the file are dropped (the close reports the
-//     writes); at its release the Source takes the backing file's stamp
-//     (inode, size, mtime, ctime, from the handle's fd), and a modify or
-//     attrib reported within two seconds is dropped only if the file, asked
-//     of the passthrough (a GetattrOp below the Source, never the
-//     mountpoint), still has that stamp. ctime moves on every change of
-//     data or metadata, so a change by another program right after the
-//     close is reported (and invalidated).
+//     writing (Open, Create, Flush, Release callbacks) and the processes
+//     that opened them or closed a descriptor of them (a child writing
+//     through an inherited descriptor closes it, synchronously, before it
+//     is gone). While such a handle is open, and for two seconds after
+//     its release (the watch may be read late), a modify or attrib report
+//     of the file is dropped if its pid is one of those processes or a
+//     live descendant of one; any other process's change is reported,
+//     also while the file is open through the mount and right after its
+//     close (the kernel sends RELEASE after close(2) has returned, so a
+//     rule keyed on RELEASE would take such a change for the writer's).
 //   - inotify cannot tell, so the Source records what the daemon does, in
 //     backing paths. Each op that changes the backing directory (create,
 //     mknod, mkdir, symlink, link, unlink, rmdir, rename, setattr,
@@ -182,9 +183,9 @@
 // on it. The inotify fallback watches directories as it learns of them:
 // entries made in a new directory before its watch exists are found by
 // scanning it and reported as creations, but a short-lived entry can be
-// missed. The kernel sends RELEASE after close(2) returns, not with it:
-// a change made underneath in the moment between a writer's close and its
-// release is taken for the writer's and not reported. With inotify, a
+// missed. With inotify, the kernel sending RELEASE after close(2) returns
+// means that a change made underneath in the moment between a writer's
+// close and its release is taken for the writer's and not reported; and a
 // change another program makes to a file while
 // the daemon has it open (or while one of its ops changes it, or within
 // two seconds after a read-only handle of it was closed) is taken for the

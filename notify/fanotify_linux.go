@@ -44,7 +44,7 @@ type fanWatcher struct {
 	root   string // resolved backing dir
 	rootFd int    // for open_by_handle_at
 	pid    int32
-	emit   func(layer.Event)
+	emit   func(ev layer.Event, pid int32) // pid: who made the change, 0 if not known
 	log    *slog.Logger
 	done   chan struct{}
 
@@ -60,7 +60,7 @@ type fanWatcher struct {
 
 const fanMask = unix.FAN_CREATE | unix.FAN_DELETE | unix.FAN_RENAME | unix.FAN_MODIFY | unix.FAN_ATTRIB | unix.FAN_ONDIR
 
-func startFanotify(root string, emit func(layer.Event), log *slog.Logger) (*fanWatcher, error) {
+func startFanotify(root string, emit func(layer.Event, int32), log *slog.Logger) (*fanWatcher, error) {
 	fd, err := unix.FanotifyInit(unix.FAN_CLASS_NOTIF|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK|unix.FAN_REPORT_DFID_NAME, unix.O_RDONLY|unix.O_CLOEXEC)
 	if err != nil {
 		return nil, &os.SyscallError{Syscall: "fanotify_init", Err: err}
@@ -130,7 +130,7 @@ func (w *fanWatcher) learn(rel string) {
 			w.lost[rel] = struct{}{}
 		} else {
 			// Too many to track: what happens in it is unknown now.
-			w.emit(layer.Event{Kind: layer.EventRescan, Path: rel, Time: time.Now()})
+			w.emit(layer.Event{Kind: layer.EventRescan, Path: rel, Time: time.Now()}, 0)
 		}
 	}
 }
@@ -235,7 +235,7 @@ func (w *fanWatcher) run() {
 				continue
 			}
 			w.log.Error("fanotify read failed; backing changes are no longer reported", "error", err)
-			w.emit(layer.Event{Kind: layer.EventRescan})
+			w.emit(layer.Event{Kind: layer.EventRescan}, 0)
 			return
 		}
 		w.batch(buf[:n])
@@ -255,7 +255,7 @@ func (w *fanWatcher) batch(buf []byte) {
 	// rescan reports that everything must be read again.
 	rescan := func() {
 		if !rescanned[""] {
-			w.emit(layer.Event{Kind: layer.EventRescan, Time: now})
+			w.emit(layer.Event{Kind: layer.EventRescan, Time: now}, 0)
 			rescanned[""] = true
 		}
 	}
@@ -264,7 +264,7 @@ func (w *fanWatcher) batch(buf []byte) {
 	unplaced := func() {
 		for p := range w.lost {
 			if !rescanned[p] && !rescanned[""] {
-				w.emit(layer.Event{Kind: layer.EventRescan, Path: p, Time: now})
+				w.emit(layer.Event{Kind: layer.EventRescan, Path: p, Time: now}, 0)
 				rescanned[p] = true
 			}
 		}
@@ -335,19 +335,19 @@ func (w *fanWatcher) batch(buf []byte) {
 			if dir {
 				w.learn(p)
 			}
-			w.emit(layer.Event{Kind: layer.EventCreate, Path: p, Dir: dir, Time: now})
+			w.emit(layer.Event{Kind: layer.EventCreate, Path: p, Dir: dir, Time: now}, 0)
 		}
 		if m.Mask&unix.FAN_MODIFY != 0 {
-			w.emit(layer.Event{Kind: layer.EventModify, Path: p, Dir: dir, Time: now})
+			w.emit(layer.Event{Kind: layer.EventModify, Path: p, Dir: dir, Time: now}, m.Pid)
 		}
 		if m.Mask&unix.FAN_ATTRIB != 0 {
-			w.emit(layer.Event{Kind: layer.EventAttrib, Path: p, Dir: dir, Time: now})
+			w.emit(layer.Event{Kind: layer.EventAttrib, Path: p, Dir: dir, Time: now}, m.Pid)
 		}
 		if m.Mask&unix.FAN_DELETE != 0 {
 			if dir {
 				w.gone(p)
 			}
-			w.emit(layer.Event{Kind: layer.EventRemove, Path: p, Dir: dir, Time: now})
+			w.emit(layer.Event{Kind: layer.EventRemove, Path: p, Dir: dir, Time: now}, 0)
 		}
 	}
 }
@@ -365,17 +365,17 @@ func (w *fanWatcher) rename(old, new *fid, dir bool, now time.Time, rescan func(
 		if dir {
 			w.renamed(op, np, false)
 		}
-		w.emit(layer.Event{Kind: layer.EventRename, Path: np, OldPath: op, Dir: dir, Time: now})
+		w.emit(layer.Event{Kind: layer.EventRename, Path: np, OldPath: op, Dir: dir, Time: now}, 0)
 	case oin:
 		if dir {
 			w.gone(op)
 		}
-		w.emit(layer.Event{Kind: layer.EventRemove, Path: op, Dir: dir, Time: now})
+		w.emit(layer.Event{Kind: layer.EventRemove, Path: op, Dir: dir, Time: now}, 0)
 	case nin:
 		if dir {
 			w.learn(np)
 		}
-		w.emit(layer.Event{Kind: layer.EventCreate, Path: np, Dir: dir, Time: now})
+		w.emit(layer.Event{Kind: layer.EventCreate, Path: np, Dir: dir, Time: now}, 0)
 	}
 }
 

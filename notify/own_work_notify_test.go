@@ -1,7 +1,9 @@
 package notify_test
 
 import (
+	"bufio"
 	"context"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -10,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vfsfilter/vfsfilter/layer"
+	"github.com/vfsfilter/vfsfilter/notify"
 )
 
 // worker is a filter between the notify source and the top that does work
@@ -99,6 +102,65 @@ func TestChangeUnderneathAfterWriteReported(t *testing.T) {
 			r.rec.wait(t, notifyWant{"modify", "g", "", "mount"}, notifyWant{"attrib", "g", "", "backing"})
 		})
 	}
+}
+
+// TestChangeUnderneathWhileOpenReported: with fanotify, a change made
+// underneath by another program while a file is open for writing through
+// the mount is reported at once; the writes of the process holding it open
+// (FUSE passthrough writes, made under its pid) and of a child writing
+// through the inherited descriptor are the mount's, reported at the close.
+func TestChangeUnderneathWhileOpenReported(t *testing.T) {
+	r := newRig(t, rigOpts{watcher: "fanotify"})
+	if r.n.Watcher() != "fanotify" {
+		t.Skip("no fanotify")
+	}
+	// The holder changes into the mount itself (see sh).
+	holder := exec.Command("/bin/sh", "-ec", `cd "$1"
+exec 3>f
+echo a >&3
+/bin/sh -c 'echo b >&3'
+echo ready
+read x
+echo c >&3
+/bin/sh -c 'echo d >&3'
+exec 3>&-
+echo closed`, "sh", r.mnt)
+	in, err := holder.StdinPipe()
+	must(t, err)
+	out, err := holder.StdoutPipe()
+	must(t, err)
+	must(t, holder.Start())
+	t.Cleanup(func() { in.Close(); holder.Wait() })
+	lines := bufio.NewScanner(out)
+	next := func(want string) {
+		t.Helper()
+		if !lines.Scan() || lines.Text() != want {
+			t.Fatalf("holder: got %q (%v), want %q", lines.Text(), lines.Err(), want)
+		}
+	}
+	noBackingModify := func(evs []notify.WireEvent) {
+		t.Helper()
+		for _, e := range evs {
+			if e.Path == "f" && e.Source == "backing" {
+				t.Errorf("the holder's write was reported as a change underneath: %+v\n%s", e, dump(evs))
+			}
+		}
+	}
+	next("ready")
+	sh(t, r.backing, "touch marker1")
+	noBackingModify(r.rec.wait(t, notifyWant{"create", "marker1", "", "backing"}))
+
+	r.rec.reset()
+	sh(t, r.backing, "echo more >> f")
+	r.rec.wait(t, notifyWant{"modify", "f", "", "backing"})
+
+	r.rec.reset()
+	_, err = in.Write([]byte("go\n"))
+	must(t, err)
+	next("closed")
+	r.rec.wait(t, notifyWant{"modify", "f", "", "mount"})
+	sh(t, r.backing, "touch marker2")
+	noBackingModify(r.rec.wait(t, notifyWant{"create", "marker2", "", "backing"}))
 }
 
 // TestNoRescanForDirsElsewhere: fanotify watches the whole file system;

@@ -1,9 +1,14 @@
 package notify
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -71,7 +76,15 @@ type nameExpect struct {
 // while it has the file open for writing, while one of its ops changes
 // it, and afterwards as long as the file is as the daemon left it.
 type fileState struct {
-	writers  int // handles open for writing by users (their writes may bypass the daemon: FUSE passthrough)
+	writers int // handles open for writing by users (their writes may bypass the daemon: FUSE passthrough)
+	// pids (fanotify only) are the processes that opened those handles
+	// (FUSE pids: thread ids) or closed a descriptor of one (a child
+	// that inherited it, which may be gone by the time its write is
+	// read from the watch), kept until leftUntil after the last of them
+	// was released: their writes are the mount's (FUSE passthrough
+	// writes reach the backing file under the writer's pid), a change
+	// by any other process is not (see ours).
+	pids     []uint32
 	handles  int // imprecise: every handle open through the source
 	inflight int // imprecise: changing ops between pre- and post-callback
 	// left is the file as the daemon's last change left it, until
@@ -150,7 +163,7 @@ func (s *Source) Attach(a *layer.Attachment) error {
 	var w watcher
 	switch s.n.opts.Watcher {
 	case "", "fanotify":
-		w, err = startFanotify(root, s.emit, s.n.log)
+		w, err = startFanotify(root, s.emitBy, s.n.log)
 		if err == nil || s.n.opts.Watcher == "fanotify" {
 			break
 		}
@@ -189,6 +202,7 @@ func (s *Source) register(a *layer.Attachment) {
 	layer.OnPre(a, s.preRelease)
 	layer.OnPost(a, s.postRename)
 	if !s.imprecise {
+		layer.OnPre(a, s.preFlush)
 		return
 	}
 	var (
@@ -436,6 +450,12 @@ func (s *Source) opened(c *layer.Call, path string, flags uint32, h *layer.Handl
 	if user || s.imprecise {
 		sh := &sourceHandle{f: f, writable: w, writer: user, counted: s.imprecise}
 		if user {
+			if !s.imprecise {
+				if f.writers == 0 && now.After(f.leftUntil) {
+					f.pids = f.pids[:0]
+				}
+				f.addPid(c.Pid)
+			}
 			f.writers++
 		}
 		if s.imprecise {
@@ -515,6 +535,38 @@ func (s *Source) preRelease(c *layer.Call, op *layer.ReleaseOp) (layer.Status, l
 	return layer.ContinueNoPost, 0
 }
 
+// maxPids bounds fileState.pids: a file held open while thousands of
+// children come and go must not grow without bound; the oldest go.
+const maxPids = 64
+
+// addPid adds pid to f.pids. s.fmu is held.
+func (f *fileState) addPid(pid uint32) {
+	if slices.Contains(f.pids, pid) {
+		return
+	}
+	if len(f.pids) == maxPids {
+		f.pids = slices.Delete(f.pids, 0, 1)
+	}
+	f.pids = append(f.pids, pid)
+}
+
+// preFlush records who closed a descriptor of a user's handle open for
+// writing (fanotify only): a process that wrote through it and exited is
+// known by this pid when its write is read from the watch (FLUSH comes
+// synchronously from close, so before the process is gone).
+func (s *Source) preFlush(c *layer.Call, op *layer.FlushOp) (layer.Status, layer.Errno) {
+	sh, _ := s.att.HandleContext(op.Handle).(*sourceHandle)
+	if sh == nil || !sh.writer || c.Internal {
+		return layer.ContinueNoPost, 0
+	}
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	if !sh.closed {
+		sh.f.addPid(c.Pid)
+	}
+	return layer.ContinueNoPost, 0
+}
+
 // sweep forgets what expired, when the maps have grown. s.fmu is held.
 func (s *Source) sweep(now time.Time) {
 	if len(s.files)+len(s.names) <= max(s.sweepAt, 1<<12) {
@@ -535,8 +587,9 @@ func (s *Source) sweep(now time.Time) {
 
 // ours reports whether ev, found by the watch, is the daemon's own change:
 // made through the mount (the top filter reported it) or a filter's own
-// work, which users never see.
-func (s *Source) ours(ev *layer.Event) bool {
+// work, which users never see. pid is the process that made the change
+// (0: the watch cannot tell).
+func (s *Source) ours(ev *layer.Event, pid int32) bool {
 	now := time.Now()
 	s.fmu.Lock()
 	switch ev.Kind {
@@ -555,6 +608,29 @@ func (s *Source) ours(ev *layer.Event) bool {
 	if f == nil {
 		s.fmu.Unlock()
 		return false
+	}
+	if !s.imprecise && pid != 0 {
+		// The watch names the process (fanotify), and the daemon's own
+		// changes were dropped by it: what is left is a user's FUSE
+		// passthrough write through a handle open for writing (or
+		// just released: the watch may be read late), made by its
+		// opener or a process that inherited the descriptor, or a
+		// change by another program, which is reported even while the
+		// file is open through the mount. (Judging by RELEASE and the
+		// file's stamp lost changes made right after a close: the
+		// kernel sends RELEASE after close(2) has returned, so the
+		// stamp it takes may hold the other program's change.)
+		if f.writers == 0 && !now.Before(f.leftUntil) {
+			s.fmu.Unlock()
+			return false
+		}
+		if slices.Contains(f.pids, uint32(pid)) {
+			s.fmu.Unlock()
+			return true
+		}
+		pids := slices.Clone(f.pids)
+		s.fmu.Unlock()
+		return writerProcess(pid, pids)
 	}
 	if f.writers > 0 || s.imprecise && (f.handles > 0 || f.inflight > 0 || now.Before(f.loose)) {
 		// Open for writing through the mount (the close reports
@@ -578,11 +654,15 @@ func (s *Source) ours(ev *layer.Event) bool {
 
 // emit publishes one event found underneath, in backing names, unless it
 // is the daemon's own. It runs on the watch's goroutine only.
-func (s *Source) emit(ev layer.Event) {
+func (s *Source) emit(ev layer.Event) { s.emitBy(ev, 0) }
+
+// emitBy is emit for a change the watch knows the maker of (pid; 0: not
+// known).
+func (s *Source) emitBy(ev layer.Event, pid int32) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}
-	if s.ours(&ev) {
+	if s.ours(&ev, pid) {
 		return
 	}
 	// A burst of writes underneath reads as many identical modify
@@ -669,4 +749,48 @@ func join(dir, name string) string {
 		return dir
 	}
 	return dir + "/" + name
+}
+
+// writerProcess reports whether process pid is one of the writers (FUSE
+// pids are thread ids; the watch reports thread group ids), or a
+// descendant of one, which may write through a descriptor it inherited. A
+// process that is gone already cannot be placed here and counts as
+// another program (a change reported twice is better than a change lost);
+// a writer that exited is known by its FLUSH instead (preFlush).
+func writerProcess(pid int32, writers []uint32) bool {
+	for p, depth := pid, 0; p > 0 && depth < 32; depth++ {
+		for _, w := range writers {
+			if uint32(p) == w {
+				return true
+			}
+			if _, err := os.Lstat(fmt.Sprintf("/proc/%d/task/%d", p, w)); err == nil {
+				return true
+			}
+		}
+		p = parentPid(p)
+	}
+	return false
+}
+
+// parentPid is the parent of process pid from /proc; 0 if not known
+// (gone) or init.
+func parentPid(pid int32) int32 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	pp, err := strconv.Atoi(f[1])
+	if err != nil || pp <= 1 {
+		return 0
+	}
+	return int32(pp)
 }
