@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 )
 
 // Altitudes of the filters this project ships. A higher altitude sits nearer
@@ -191,6 +192,10 @@ type Handle struct {
 	KeepCache bool
 	// DirectIO makes the kernel bypass its page cache for this file.
 	DirectIO bool
+
+	// wb is the passthrough's writeback of a sequential stream of
+	// large writes (see Passthrough.stream); nil until the first.
+	wb atomic.Pointer[streamWriteback]
 }
 
 // NewHandle returns a Handle for fd that a layer hands up from Open/Create.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -813,6 +814,9 @@ func (p *Passthrough) write(c *Call, op *WriteOp) error {
 	if err != nil {
 		return err
 	}
+	if n >= streamMinWrite {
+		stream(op.Handle, op.Off, int64(n))
+	}
 	if op.KillSuidgid {
 		return killSuidgid(op.Handle.Fd)
 	}
@@ -846,9 +850,76 @@ func (p *Passthrough) release(c *Call, op *ReleaseOp) error {
 	if op.Handle.Fd < 0 {
 		return nil
 	}
+	if wb := op.Handle.wb.Load(); wb != nil {
+		wb.wg.Wait() // its goroutine uses the fd
+	}
 	err := unix.Close(op.Handle.Fd)
 	op.Handle.Fd = -1
 	return err
+}
+
+// Streaming writes. A daemon-side filter that writes a large file in a
+// sequential stream (crypt: every byte of a cp or dd, re-encrypted) leaves
+// all of it dirty in the backing file's page cache until the kernel's
+// periodic writeback (30 s) or an fsync, which then waits for all of it
+// at once. The passthrough starts writeback of each completed stretch of
+// such a stream itself (sync_file_range SYNC_FILE_RANGE_WRITE, which
+// only queues the pages), so the disk works while the writer still
+// encrypts: an fsync at the end (cp --fsync, dd conv=fsync, an editor's
+// save) waits for the last stretch only, and a stream's dirty pages stay
+// few. Only sequential runs of large writes count (random writes and
+// small files are left to the kernel: they may be rewritten soon), and
+// the call runs on its own goroutine, one at a time per handle, so a
+// slow disk never holds up the writes themselves.
+const (
+	streamMinWrite = 256 << 10 // smaller writes are not a stream
+	streamChunk    = 8 << 20   // writeback starts per stretch of this much
+)
+
+// streamKicks counts the writebacks stream started (for tests).
+var streamKicks atomic.Int64
+
+// streamWriteback is a handle's sequential write stream.
+type streamWriteback struct {
+	mu    sync.Mutex
+	start int64 // first byte of the stream not yet given to writeback
+	end   int64 // end of the last write
+	busy  bool  // a sync_file_range is running
+	wg    sync.WaitGroup
+}
+
+// stream notes a write of n bytes at off on h and starts writeback of the
+// stream's completed stretch when it has grown by streamChunk.
+func stream(h *Handle, off, n int64) {
+	wb := h.wb.Load()
+	if wb == nil {
+		wb = &streamWriteback{start: -1}
+		if !h.wb.CompareAndSwap(nil, wb) {
+			wb = h.wb.Load()
+		}
+	}
+	wb.mu.Lock()
+	defer wb.mu.Unlock()
+	if off != wb.end || wb.start < 0 {
+		wb.start = off // a new stream
+	}
+	wb.end = off + n
+	if wb.busy || wb.end-wb.start < streamChunk {
+		return
+	}
+	fd, s, e := h.Fd, wb.start, wb.end
+	wb.start, wb.busy = e, true
+	wb.wg.Add(1)
+	streamKicks.Add(1)
+	go func() {
+		defer wb.wg.Done()
+		// Errors are the fsync's to report (EIO) or harmless (a file
+		// system without it: the kernel's writeback stays in charge).
+		_ = unix.SyncFileRange(fd, s, e-s, unix.SYNC_FILE_RANGE_WRITE)
+		wb.mu.Lock()
+		wb.busy = false
+		wb.mu.Unlock()
+	}()
 }
 
 func (p *Passthrough) lseek(c *Call, op *LseekOp) error {

@@ -1,6 +1,7 @@
 package layer_test
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"strings"
@@ -199,5 +200,69 @@ func TestCloseEndsOps(t *testing.T) {
 	}
 	if _, err := os.Stat(other + "/f"); err != nil {
 		t.Fatalf("the directory that got the old fd number lost its file: %v", err)
+	}
+}
+
+// TestStreamWriteback: a sequential stream of large writes through a
+// handle starts writeback of what it wrote behind it, and random or small
+// writes do not; either way the data is what was written, and the release
+// waits for a writeback still running before it closes the fd.
+func TestStreamWriteback(t *testing.T) {
+	backing := t.TempDir()
+	st := conformance.Passthrough(t, backing)
+	call := layer.InternalCall(t.Context())
+	const chunk = 1 << 20
+	write := func(name string, offs []int64, size int) []byte {
+		t.Helper()
+		cr := &layer.CreateOp{Path: name, Flags: syscall.O_WRONLY, Mode: 0o644}
+		if errno := st.Do(call, cr); errno != 0 {
+			t.Fatalf("create: %v", errno)
+		}
+		var want []byte
+		for _, off := range offs {
+			data := bytes.Repeat([]byte{byte(off/int64(size)) + 1}, size)
+			if end := int(off) + size; end > len(want) {
+				want = append(want, make([]byte, end-len(want))...)
+			}
+			copy(want[off:], data)
+			w := &layer.WriteOp{Handle: cr.Handle, Off: off, Data: data}
+			if errno := st.Do(call, w); errno != 0 || int(w.Written) != size {
+				t.Fatalf("write at %d: %v (%d bytes)", off, errno, w.Written)
+			}
+		}
+		if errno := st.Do(call, &layer.ReleaseOp{Handle: cr.Handle}); errno != 0 {
+			t.Fatalf("release: %v", errno)
+		}
+		return want
+	}
+	check := func(name string, want []byte) {
+		t.Helper()
+		got, err := os.ReadFile(backing + "/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%s: contents differ from what was written", name)
+		}
+	}
+
+	var seq, random, small []int64
+	for i := range 40 {
+		seq = append(seq, int64(i)*chunk)
+		random = append(random, int64((i*17)%40)*chunk)
+	}
+	for i := range 1000 {
+		small = append(small, int64(i)*16<<10)
+	}
+	k0 := layer.StreamKicks()
+	check("random", write("random", random, chunk))
+	check("small", write("small", small, 16<<10))
+	if k := layer.StreamKicks() - k0; k != 0 {
+		t.Errorf("random and small writes started %d writebacks, want none", k)
+	}
+	k0 = layer.StreamKicks()
+	check("seq", write("seq", seq, chunk))
+	if k := layer.StreamKicks() - k0; k == 0 {
+		t.Errorf("a 40 MiB sequential stream started no writeback")
 	}
 }
