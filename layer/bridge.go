@@ -160,9 +160,8 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 func (n *node) lookup(ctx context.Context, c *Call, name string, out *fuse.EntryOut) (*fs.Inode, Errno) {
 	op := &LookupOp{Path: n.child(name)}
 	if errno := n.br.stack.Do(c, op); errno != 0 {
-		if errno == syscall.ENOENT && n.br.negTTL > 0 {
-			out.SetEntryTimeout(n.br.negTTL)
-		}
+		// A failed lookup is cached for MountOptions.NegativeTimeout by
+		// go-fuse (mount.go), as long as out's timeout stays zero.
 		return nil, errno
 	}
 	return n.newChild(ctx, &op.Out, out), 0

@@ -147,13 +147,14 @@ func Mount(mountpoint string, stack *Stack, opts MountOptions) (*Server, error) 
 		// kernel must keep doing it.
 		mo.ExtraCapabilities |= fuse.CAP_HANDLE_KILLPRIV_V2
 	}
-	entry, attr, neg := br.entryTTL, br.attrTTL, br.negTTL
 	fo := &fs.Options{
-		MountOptions:    mo,
-		EntryTimeout:    &entry,
-		AttrTimeout:     &attr,
-		NegativeTimeout: &neg,
-		Logger:          log.New(slogWriter{logger}, "", 0),
+		MountOptions: mo,
+		// No default timeouts: every answer of the bridge sets its own
+		// (newChild, Getattr, Setattr, lookup), and go-fuse must leave a
+		// zero alone. The replay thread's stand-in entries rely on it:
+		// cached for even one jiffy, a stat racing with the replayed
+		// unlink would find the removed name again (replay_notify.go).
+		Logger: log.New(slogWriter{logger}, "", 0),
 		// The root keeps the backing root's inode number, as every other
 		// entry does.
 		RootStableAttr: &fs.StableAttr{Mode: syscall.S_IFDIR, Ino: rootAttr.Out.Ino},
@@ -162,6 +163,12 @@ func Mount(mountpoint string, stack *Stack, opts MountOptions) (*Server, error) 
 	// mode reaches us; the daemon's own umask must not apply a second time.
 	// This changes the umask of the whole process: a program that mounts
 	// in-process and creates files itself must pass the modes it wants.
+	if br.negTTL > 0 {
+		// go-fuse turns ENOENT into a cacheable negative entry only
+		// through this option, and only when the lookup left the
+		// entry's timeout at zero.
+		fo.NegativeTimeout = &br.negTTL
+	}
 	syscall.Umask(0)
 	srv, err := fs.Mount(mountpoint, root, fo)
 	if err != nil {

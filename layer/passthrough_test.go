@@ -8,7 +8,10 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"github.com/vfsfilter/vfsfilter/layer"
 	"github.com/vfsfilter/vfsfilter/layer/conformance"
 	"golang.org/x/sys/unix"
@@ -264,5 +267,49 @@ func TestStreamWriteback(t *testing.T) {
 	check("seq", write("seq", seq, chunk))
 	if k := layer.StreamKicks() - k0; k == 0 {
 		t.Errorf("a 40 MiB sequential stream started no writeback")
+	}
+}
+
+// TestKernelCacheTimeouts: the timeouts of MountOptions are what the
+// kernel caches for, and only those. A change made underneath stays unseen
+// for as long as the kernel may cache (names, attributes, failed lookups);
+// with zero timeouts for a kind it is seen at once.
+func TestKernelCacheTimeouts(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		opts   layer.MountOptions
+		cached bool
+	}{
+		{"long", layer.MountOptions{EntryTimeout: time.Minute, AttrTimeout: time.Minute, NegativeTimeout: time.Minute}, true},
+		{"none", layer.MountOptions{EntryTimeout: time.Nanosecond, AttrTimeout: time.Nanosecond}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mnt, backing := conformance.Mount(t, conformance.Passthrough, tc.opts)
+			require.NoError(t, os.WriteFile(backing+"/f", []byte("1"), 0o644))
+			st, err := os.Lstat(mnt + "/f")
+			require.NoError(t, err)
+			require.EqualValues(t, 1, st.Size())
+			_, err = os.Lstat(mnt + "/g")
+			require.True(t, os.IsNotExist(err), "g: %v", err)
+
+			// Underneath, behind the kernel's back.
+			require.NoError(t, os.WriteFile(backing+"/f", []byte("12345"), 0o644))
+			require.NoError(t, os.WriteFile(backing+"/g", nil, 0o644))
+			st, err = os.Lstat(mnt + "/f")
+			require.NoError(t, err)
+			_, gerr := os.Lstat(mnt + "/g")
+			if tc.cached {
+				assert.EqualValues(t, 1, st.Size(), "attributes cached")
+				assert.True(t, os.IsNotExist(gerr), "failed lookup cached: %v", gerr)
+			} else {
+				// 1ns is rounded up to a jiffy: wait that out.
+				time.Sleep(20 * time.Millisecond)
+				st, err = os.Lstat(mnt + "/f")
+				require.NoError(t, err)
+				_, gerr = os.Lstat(mnt + "/g")
+				assert.EqualValues(t, 5, st.Size(), "attributes not cached")
+				assert.NoError(t, gerr, "failed lookup not cached")
+			}
+		})
 	}
 }

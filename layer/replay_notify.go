@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -34,8 +35,8 @@ import (
 //     itself (which the VFS completes without an event).
 //   - LOOKUP of a name the operation removes, or of a rename's old name:
 //     an entry (the inode the kernel knew under that name, or a stand-in
-//     with a fresh inode number), cached for the shortest time, since it
-//     no longer exists underneath.
+//     with a fresh inode number), not cached at all, since it no longer
+//     exists underneath.
 //   - MKNOD/MKDIR/SYMLINK of the created name: the entry's real
 //     attributes.
 //   - UNLINK/RMDIR/RENAME of the operation's names: success.
@@ -124,6 +125,10 @@ func (n *node) replayLookup(ctx context.Context, op *ReplayOp, name string, out 
 	p := n.child(name)
 	switch {
 	case (op.Kind == EventCreate || op.Kind == EventRename) && p == op.Path:
+		// Not cached, whatever NegativeTimeout says: the name exists
+		// underneath. A timeout set on a failed lookup makes go-fuse
+		// send the plain error, which the kernel never caches.
+		out.SetEntryTimeout(time.Nanosecond)
 		return nil, syscall.ENOENT, true
 	case op.Kind == EventRemove && p == op.Path:
 		return n.standIn(ctx, name, op.Mode, "", out), 0, true
@@ -165,10 +170,14 @@ func (n *node) standIn(ctx context.Context, name string, mode uint32, now string
 	}
 	a.Ino = st.Ino
 	out.Attr = a
-	// The shortest time the kernel accepts (0 would mean go-fuse's
-	// default): the entry is gone once the replayed syscall returns.
-	out.SetEntryTimeout(1)
-	out.SetAttrTimeout(1)
+	// Not cached at all (the mount gives go-fuse no default timeouts, so
+	// zero stays zero): the entry is gone underneath, and another
+	// process's stat between this answer and the replayed syscall must
+	// ask again and get ENOENT, not find the stand-in. Even one jiffy
+	// (1ns rounds up to that) was long enough for a watcher that stats a
+	// name right after its removal event to see it again.
+	out.SetEntryTimeout(0)
+	out.SetAttrTimeout(0)
 	return n.NewInode(ctx, &node{br: n.br}, st)
 }
 

@@ -124,6 +124,10 @@
 // must look the names up again for the replayed syscall to reach the
 // daemon), and the replay thread invalidates a created or renamed-to name
 // once more right before its syscall, in case a lookup cached it again.
+// The replay runs while subscribers already have the event, so what the
+// bridge answers the replay thread's lookups (a stand-in for a removed
+// name, "no such entry" for a created one) is never cached: a subscriber's
+// stat racing with the replay asks the daemon again and gets the truth.
 // Replay is skipped on read-only mounts (the kernel refuses every change
 // before asking the daemon).
 //

@@ -331,13 +331,15 @@ func describeRulesError(path string, err error) error {
 // mountOptions translates the configuration into the layer's options.
 func mountOptions(cfg *mountConfig, logger *slog.Logger) layer.MountOptions {
 	opts := layer.MountOptions{
-		ReadOnly:        cfg.readOnly,
-		AllowOther:      cfg.allowOther,
-		Debug:           cfg.debug,
-		Options:         append([]string(nil), cfg.kernelOptions...),
-		EntryTimeout:    kernelTimeout(cfg.entryTimeout),
-		AttrTimeout:     kernelTimeout(cfg.attrTimeout),
-		NegativeTimeout: kernelTimeout(cfg.negativeTimeout),
+		ReadOnly:     cfg.readOnly,
+		AllowOther:   cfg.allowOther,
+		Debug:        cfg.debug,
+		Options:      append([]string(nil), cfg.kernelOptions...),
+		EntryTimeout: kernelTimeout(cfg.entryTimeout),
+		AttrTimeout:  kernelTimeout(cfg.attrTimeout),
+		// Zero is "none" here already: a failed lookup is then not
+		// cached at all, not even for a jiffy.
+		NegativeTimeout: cfg.negativeTimeout,
 		FsName:          cfg.fsName,
 		Logger:          logger,
 		CacheDirs:       cfg.cacheDirs,
@@ -350,8 +352,8 @@ func mountOptions(cfg *mountConfig, logger *slog.Logger) layer.MountOptions {
 	return opts
 }
 
-// kernelTimeout maps a user's cache time to layer.MountOptions, where 0
-// means "the default". A user's 0 means "do not cache", which the kernel
+// kernelTimeout maps a user's cache time for names or attributes to
+// layer.MountOptions, where 0 means "the default". A user's 0 means "do not cache", which the kernel
 // gets as the shortest positive time: it rounds it up to one jiffy.
 func kernelTimeout(d time.Duration) time.Duration {
 	if d == 0 {
