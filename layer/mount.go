@@ -159,16 +159,16 @@ func Mount(mountpoint string, stack *Stack, opts MountOptions) (*Server, error) 
 		// entry does.
 		RootStableAttr: &fs.StableAttr{Mode: syscall.S_IFDIR, Ino: rootAttr.Out.Ino},
 	}
-	// Created files get the umask applied once, by the kernel, before the
-	// mode reaches us; the daemon's own umask must not apply a second time.
-	// This changes the umask of the whole process: a program that mounts
-	// in-process and creates files itself must pass the modes it wants.
 	if br.negTTL > 0 {
 		// go-fuse turns ENOENT into a cacheable negative entry only
 		// through this option, and only when the lookup left the
 		// entry's timeout at zero.
 		fo.NegativeTimeout = &br.negTTL
 	}
+	// Created files get the umask applied once, by the kernel, before the
+	// mode reaches us; the daemon's own umask must not apply a second time.
+	// This changes the umask of the whole process: a program that mounts
+	// in-process and creates files itself must pass the modes it wants.
 	syscall.Umask(0)
 	srv, err := fs.Mount(mountpoint, root, fo)
 	if err != nil {

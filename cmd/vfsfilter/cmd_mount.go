@@ -353,8 +353,9 @@ func mountOptions(cfg *mountConfig, logger *slog.Logger) layer.MountOptions {
 }
 
 // kernelTimeout maps a user's cache time for names or attributes to
-// layer.MountOptions, where 0 means "the default". A user's 0 means "do not cache", which the kernel
-// gets as the shortest positive time: it rounds it up to one jiffy.
+// layer.MountOptions, where 0 means "the default". A user's 0 means "do not
+// cache", which the kernel gets as the shortest positive time: it rounds it
+// up to one jiffy.
 func kernelTimeout(d time.Duration) time.Duration {
 	if d == 0 {
 		return time.Nanosecond
