@@ -442,7 +442,7 @@ func TestXattrDamage(t *testing.T) {
 // kernel keeps them as ACLs and the mount's kernel enforces them.
 func TestXattrACL(t *testing.T) {
 	if _, err := exec.LookPath("setpriv"); err != nil {
-		t.Skip("setpriv (util-linux) is needed")
+		skipOutsideCI(t, "setpriv (util-linux) is needed")
 	}
 	backing := t.TempDir()
 	keys := testKeys()
