@@ -489,11 +489,16 @@ const (
 // own files and names that do not decrypt (not made with this key, or
 // damaged) are left out; fsck reports them.
 func (f *Filter) readdir(c *layer.Call, op *layer.ReaddirOp) (layer.Status, layer.Errno) {
-	d, errno := f.dir(c, op.Path)
-	if errno != 0 {
-		return done, errno
+	var d dirInfo
+	if od, ok := f.att.HandleContext(op.Handle).(*openDir); ok {
+		d = od.dirInfo
+	} else {
+		var errno layer.Errno
+		if d, errno = f.dir(c, op.Path); errno != 0 {
+			return done, errno
+		}
 	}
-	sub := &layer.ReaddirOp{Node: op.Node, Path: d.cpath, Entries: op.Entries}
+	sub := &layer.ReaddirOp{Node: op.Node, Path: d.cpath, Handle: op.Handle, Entries: op.Entries}
 	if errno := f.att.Below.Do(c, sub); errno != 0 {
 		return done, errno
 	}

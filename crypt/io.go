@@ -144,7 +144,15 @@ func (f *Filter) open(c *layer.Call, op *layer.OpenOp) (layer.Status, layer.Errn
 	}
 	op.Path = e.cpath
 	if op.Flags&syscall.O_DIRECTORY != 0 {
-		return pass, 0
+		// An open directory carries its IV (openDir): its listings
+		// decrypt with the IV of the directory they list, even once it
+		// has been renamed.
+		d, errno := f.dir(c, e.plain)
+		if errno != 0 {
+			return done, errno
+		}
+		c.Context = withDir(c.Context, d)
+		return cont, 0
 	}
 	op.Flags = backingFlags(op.Flags)
 	c.Context = withPlain(c.Context, e.plain)
@@ -154,6 +162,10 @@ func (f *Filter) open(c *layer.Call, op *layer.OpenOp) (layer.Status, layer.Errn
 func (f *Filter) postOpen(c *layer.Call, op *layer.OpenOp, errno layer.Errno) layer.Errno {
 	if errno != 0 || op.Handle == nil {
 		return errno
+	}
+	if d, ok := dirOf(c.Context); ok {
+		f.att.SetHandleContext(op.Handle, &openDir{dirInfo: d})
+		return 0
 	}
 	ga := &layer.GetattrOp{Path: op.Path, Handle: op.Handle}
 	if errno := f.att.Below.Do(layer.InternalCall(c.Context), ga); errno != 0 {
@@ -1069,6 +1081,22 @@ func (f *Filter) copyFileRange(c *layer.Call, op *layer.CopyFileRangeOp) (layer.
 
 // plainKey carries an op's plaintext path from Open's pre-callback to its
 // post-callback (OpenOp has no field for it), for log lines.
+// openDir is crypt's context on a Handle of an open directory: the
+// directory as it was opened.
+type openDir struct{ dirInfo }
+
+type dirKey struct{}
+
+// withDir carries an opened directory from open to postOpen.
+func withDir(ctx context.Context, d dirInfo) context.Context {
+	return context.WithValue(ctx, dirKey{}, d)
+}
+
+func dirOf(ctx context.Context) (dirInfo, bool) {
+	d, ok := ctx.Value(dirKey{}).(dirInfo)
+	return d, ok
+}
+
 type plainKey struct{}
 
 func withPlain(ctx context.Context, p string) context.Context {

@@ -447,7 +447,7 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, Errno) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.ds == nil {
-		ds, errno := d.n.Readdir(ctx)
+		ds, errno := d.n.readdir(ctx, d.h)
 		if errno != 0 {
 			return nil, errno
 		}
@@ -465,7 +465,7 @@ func (d *dirHandle) Seekdir(ctx context.Context, off uint64) Errno {
 	defer d.mu.Unlock()
 	if off == 0 || d.ds == nil {
 		// rewinddir must show entries created since the first read.
-		ds, errno := d.n.Readdir(ctx)
+		ds, errno := d.n.readdir(ctx, d.h)
 		if errno != 0 {
 			return errno
 		}
@@ -527,8 +527,14 @@ func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {
 	d.n.do(ctx, &ReleaseOp{Handle: d.h})
 }
 
-func (n *node) Readdir(ctx context.Context) (fs.DirStream, Errno) {
-	op := &ReaddirOp{Node: &n.Node, Path: n.path()}
+// Readdir implements fs.NodeReaddirer for go-fuse's callers without an
+// open directory; opendir(3) streams use their handle (dirHandle).
+func (n *node) Readdir(ctx context.Context) (fs.DirStream, Errno) { return n.readdir(ctx, nil) }
+
+// readdir lists the directory through the stack: the open directory h when
+// it is set, else the one at the node's path.
+func (n *node) readdir(ctx context.Context, h *Handle) (fs.DirStream, Errno) {
+	op := &ReaddirOp{Node: &n.Node, Path: n.path(), Handle: h}
 	if _, errno := n.do(ctx, op); errno != 0 {
 		return nil, errno
 	}

@@ -200,9 +200,16 @@ type OpenOp struct {
 
 // ReaddirOp lists the directory at Path. Entries exclude "." and "..".
 // Post-callbacks may add, drop or rename entries.
+//
+// Handle, when set, is the open directory being read (from an OpenOp with
+// O_DIRECTORY, as opendir(3) makes): the bottom lists that directory, not
+// whatever is at Path now, so a directory stream renamed while open goes
+// on listing what it opened, as on a local file system. Filters translate
+// Path as for any op and pass Handle down with it.
 type ReaddirOp struct {
 	Node    *Node
 	Path    string
+	Handle  *Handle
 	Entries []DirEntry
 }
 

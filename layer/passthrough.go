@@ -712,17 +712,28 @@ func (p *Passthrough) open(c *Call, op *OpenOp) error {
 }
 
 func (p *Passthrough) readdir(c *Call, op *ReaddirOp) error {
-	fd, err := p.openFile(op.Path, unix.O_RDONLY|unix.O_DIRECTORY, 0)
-	if err != nil {
-		return err
+	var fd int
+	if h := op.Handle; h != nil && h.Fd >= 0 {
+		// The open directory itself, from its start: callers serialize
+		// the reads of one handle (the bridge's dirHandle), and nothing
+		// else uses its offset.
+		fd = h.Fd
+		if _, err := unix.Seek(fd, 0, unix.SEEK_SET); err != nil {
+			return err
+		}
+	} else {
+		var err error
+		if fd, err = p.openFile(op.Path, unix.O_RDONLY|unix.O_DIRECTORY, 0); err != nil {
+			return err
+		}
+		defer unix.Close(fd)
 	}
-	defer unix.Close(fd)
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return err
 	}
 	ents := op.Entries[:0]
-	err = readDirents(fd, func(name string, ino uint64, typ uint8) {
+	err := readDirents(fd, func(name string, ino uint64, typ uint8) {
 		if st.Dev != p.refDev {
 			ino ^= st.Dev<<32 | st.Dev>>32
 		}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -41,6 +42,7 @@ var Scenarios = map[string]Scenario{
 	"RenameNoreplaceAndExchange": renameFlags,
 	"ChangesUnderneathVisible":   changesUnderneathVisible,
 	"RootAttributes":             rootAttributes,
+	"OpenDirListsWhatItOpened":   openDirListsWhatItOpened,
 }
 
 // RunScenarios runs every scenario, each on a fresh mount.
@@ -441,6 +443,42 @@ func changesUnderneathVisible(t *testing.T, mnt, backing string) {
 	must(t, err)
 	if string(got) != "twotwo" {
 		t.Errorf("read %q after change underneath", got)
+	}
+}
+
+// openDirListsWhatItOpened checks that a directory stream lists the
+// directory it opened: after that directory was renamed underneath and
+// another made at its old name, the stream still lists the first (with
+// what was added to it since), and so does a rewind; fstat names it too.
+func openDirListsWhatItOpened(t *testing.T, mnt, backing string) {
+	must(t, os.Mkdir(mnt+"/d", 0755))
+	must(t, os.WriteFile(mnt+"/d/a", nil, 0644))
+	f, err := os.Open(mnt + "/d")
+	must(t, err)
+	defer f.Close()
+	must(t, os.Rename(backing+"/d", backing+"/e"))
+	must(t, os.Mkdir(backing+"/d", 0755))
+	must(t, os.WriteFile(backing+"/d/b", nil, 0644))
+	must(t, os.WriteFile(backing+"/e/c", nil, 0644))
+	list := func() string {
+		names, err := f.Readdirnames(-1)
+		must(t, err)
+		sort.Strings(names)
+		return strings.Join(names, " ")
+	}
+	if got := list(); got != "a c" {
+		t.Errorf("the open directory, renamed, lists %q, want \"a c\"", got)
+	}
+	must(t, os.WriteFile(backing+"/e/x", nil, 0644))
+	_, err = f.Seek(0, 0)
+	must(t, err)
+	if got := list(); got != "a c x" {
+		t.Errorf("after rewinddir it lists %q, want \"a c x\"", got)
+	}
+	st, err := f.Stat()
+	must(t, err)
+	if want := lstat(t, backing+"/e"); st.Sys().(*syscall.Stat_t).Ino != want.Ino {
+		t.Errorf("fstat of the open directory gives inode %d, want %d (e's)", st.Sys().(*syscall.Stat_t).Ino, want.Ino)
 	}
 }
 

@@ -396,7 +396,7 @@ func (f *Filter) readdir(c *layer.Call, op *layer.ReaddirOp) (layer.Status, laye
 	case Virtual:
 		return done, layer.Errno(syscall.ENOTDIR)
 	case Bind:
-		sub := &layer.ReaddirOp{Node: op.Node, Path: t.Backing}
+		sub := &layer.ReaddirOp{Node: op.Node, Path: t.Backing, Handle: op.Handle}
 		if errno = f.binds[t.Bind].Do(c, sub); errno != 0 {
 			return done, errno
 		}
@@ -412,7 +412,7 @@ func (f *Filter) readdir(c *layer.Call, op *layer.ReaddirOp) (layer.Status, laye
 		op.Entries = ents
 		return done, success
 	}
-	sub := &layer.ReaddirOp{Node: op.Node, Path: t.Backing, Entries: op.Entries}
+	sub := &layer.ReaddirOp{Node: op.Node, Path: t.Backing, Handle: op.Handle, Entries: op.Entries}
 	if errno = f.att.Below.Do(c, sub); errno != 0 {
 		return done, errno
 	}
