@@ -1079,8 +1079,6 @@ func (f *Filter) copyFileRange(c *layer.Call, op *layer.CopyFileRangeOp) (layer.
 	return done, 0
 }
 
-// plainKey carries an op's plaintext path from Open's pre-callback to its
-// post-callback (OpenOp has no field for it), for log lines.
 // openDir is crypt's context on a Handle of an open directory: the
 // directory as it was opened.
 type openDir struct{ dirInfo }
@@ -1097,6 +1095,8 @@ func dirOf(ctx context.Context) (dirInfo, bool) {
 	return d, ok
 }
 
+// plainKey carries an op's plaintext path from Open's pre-callback to its
+// post-callback (OpenOp has no field for it), for log lines.
 type plainKey struct{}
 
 func withPlain(ctx context.Context, p string) context.Context {
