@@ -394,7 +394,7 @@ func (f *Filter) rmdir(c *layer.Call, op *layer.RmdirOp) (layer.Status, layer.Er
 		restore()
 		return done, errno
 	}
-	f.dirs.invalidate(op.Path)
+	f.dirs.forget(op.Path)
 	f.removeSide(c, &e)
 	return done, 0
 }

@@ -63,6 +63,20 @@ func (d *dirCache) put(p string, e dirInfo) {
 	d.m[p] = e
 }
 
+// forget drops p alone: for a directory that crypt has just removed.
+// It was empty, so nothing below it can be cached from requests through
+// crypt: each of its subdirectories was removed through crypt first
+// (rmdir forgets it) or underneath, which the TTL bounds (and the backing
+// watch's removal events invalidate). invalidate would look at every entry
+// for descendants, under the lock, on each rmdir: with thousands of
+// directories cached, that scan was the largest part of an rmdir's own CPU
+// during rm -rf.
+func (d *dirCache) forget(p string) {
+	d.mu.Lock()
+	delete(d.m, p)
+	d.mu.Unlock()
+}
+
 // invalidate drops p and everything below it.
 func (d *dirCache) invalidate(p string) {
 	d.mu.Lock()
