@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -45,6 +46,15 @@ type node struct {
 	// when it has no path any more (the directory was replaced by a rename
 	// while open), as fstat on a local file system does.
 	dirs []*Handle
+	// files are the open file handles of this node. A change of mode,
+	// owner or times by path (chmod, chown, utimes: the kernel sends no
+	// handle) borrows one, so the bottom layer changes the file through
+	// its fd instead of resolving the path again (Setattr). fileUse is
+	// held shared while an op borrows a handle and exclusively by
+	// Release while it takes its handle out of files, so a borrowed fd is
+	// never closed (and its number reused for another file) under the op.
+	files   []*Handle
+	fileUse sync.RWMutex
 }
 
 var (
@@ -204,6 +214,21 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		return n.replaySetattr(ctx, rop, f, out)
 	}
 	op := &SetattrOp{Node: &n.Node, Path: n.path(), Handle: handleOf(f), In: *in}
+	if op.Handle == nil && in.Valid&fuse.FATTR_SIZE == 0 {
+		// chmod, chown or utimes of an open file: through one of its
+		// handles (see node.files). A truncate by path keeps its path:
+		// filters treat a size change through a handle as ftruncate.
+		n.fileUse.RLock()
+		defer n.fileUse.RUnlock()
+		n.mu.Lock()
+		for _, h := range n.files {
+			if h.Fd >= 0 {
+				op.Handle = h
+				break
+			}
+		}
+		n.mu.Unlock()
+	}
 	if _, errno := n.do(ctx, op); errno != 0 {
 		return errno
 	}
@@ -377,6 +402,7 @@ func (n *node) adopt(c *Call, h *Handle) (fs.FileHandle, uint32, Errno) {
 		return nil, 0, syscall.EBUSY
 	}
 	fh := &fileHandle{n: n, h: h, pt: pt}
+	n.files = append(n.files, h)
 	if pt {
 		n.ptOpen++
 		return &ptFileHandle{fileHandle: fh}, fflags, 0
@@ -672,6 +698,11 @@ func (f *fileHandle) Fsync(ctx context.Context, flags uint32) Errno {
 }
 
 func (f *fileHandle) Release(ctx context.Context) Errno {
+	f.n.fileUse.Lock()
+	f.n.mu.Lock()
+	f.n.files = slices.DeleteFunc(f.n.files, func(h *Handle) bool { return h == f.h })
+	f.n.mu.Unlock()
+	f.n.fileUse.Unlock()
 	_, errno := f.n.do(ctx, &ReleaseOp{Handle: f.h})
 	f.n.mu.Lock()
 	if f.pt {

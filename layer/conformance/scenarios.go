@@ -3,11 +3,13 @@ package conformance
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -43,6 +45,7 @@ var Scenarios = map[string]Scenario{
 	"ChangesUnderneathVisible":   changesUnderneathVisible,
 	"RootAttributes":             rootAttributes,
 	"OpenDirListsWhatItOpened":   openDirListsWhatItOpened,
+	"ChangeOpenFileByPath":       changeOpenFileByPath,
 }
 
 // RunScenarios runs every scenario, each on a fresh mount.
@@ -527,4 +530,77 @@ func rootAttributes(t *testing.T, mnt, backing string) {
 		t.Errorf("root inode %d, backing root %d", st.Ino, bst.Ino)
 	}
 	must(t, os.Chown(mnt, 0, 0))
+}
+
+// changeOpenFileByPath: chmod, chown and utimes by path of a file that is
+// open (the stack may change it through an open handle's fd) do what they
+// do on a closed file, and keep doing so while the file's handles are
+// opened and closed around them: a change must never land on another
+// file that reuses a closed descriptor's number.
+func changeOpenFileByPath(t *testing.T, mnt, backing string) {
+	old := unix.Umask(022)
+	defer unix.Umask(old)
+	p := mnt + "/f"
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0600)
+	must(t, err)
+	_, err = f.WriteString("data")
+	must(t, err)
+	must(t, os.Chmod(p, 0640))
+	must(t, os.Chown(p, 65534, 65534))
+	mtime := time.Unix(1500000000, 123456789)
+	must(t, os.Chtimes(p, mtime, mtime))
+	st := lstat(t, p)
+	if st.Mode&07777 != 0640 || st.Uid != 65534 || st.Gid != 65534 || st.Size != 4 {
+		t.Errorf("open file after chmod, chown: mode %o uid %d gid %d size %d, want 640 65534 65534 4", st.Mode&07777, st.Uid, st.Gid, st.Size)
+	}
+	if got := time.Unix(st.Mtim.Unix()); !got.Equal(mtime) {
+		t.Errorf("open file after utimes: mtime %v, want %v", got, mtime)
+	}
+	must(t, f.Close())
+
+	// The race: one goroutine changes the mode of g by path while another
+	// opens and closes g and creates files (mode 600) whose descriptors
+	// may take the numbers g's descriptors had.
+	g := mnt + "/g"
+	must(t, os.WriteFile(g, []byte("g"), 0600))
+	const n = 1000
+	modes := [2]os.FileMode{0640, 0604}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := range n {
+			if err := os.Chmod(g, modes[i%2]); err != nil {
+				t.Errorf("chmod %d: %v", i, err)
+				return
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for i := range n {
+			h, err := os.Open(g)
+			if err != nil {
+				t.Errorf("open %d: %v", i, err)
+				return
+			}
+			o, err := os.OpenFile(fmt.Sprintf("%s/o%d", mnt, i), os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0600)
+			if err != nil {
+				t.Errorf("create %d: %v", i, err)
+				h.Close()
+				return
+			}
+			h.Close()
+			o.Close()
+		}
+	}()
+	wg.Wait()
+	if got := lstat(t, g).Mode & 07777; got != uint32(modes[(n-1)%2]) {
+		t.Errorf("g: mode %o, want %o (the last chmod)", got, modes[(n-1)%2])
+	}
+	for i := range n {
+		if got := lstat(t, fmt.Sprintf("%s/o%d", mnt, i)).Mode & 07777; got != 0600 {
+			t.Errorf("o%d: mode %o, want 600: a chmod of g changed it", i, got)
+		}
+	}
 }
