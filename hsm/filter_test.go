@@ -163,7 +163,10 @@ func TestMigrateStatReadBack(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, before.ModTime(), after2.ModTime(), "recall keeps mtime")
 
-	// Premigrated: release only, then read again.
+	// Premigrated: release only, then read again. The recall may still
+	// be in its last fsync (which holds the file like an open); Migrate
+	// waits only a short grace for that, so wait for the recall here.
+	r.waitRecalls(t)
 	require.Equal(t, OutMigrated, r.migrate(t, "big.bin").Outcome)
 	got, err = os.ReadFile(p)
 	require.NoError(t, err)
@@ -194,11 +197,7 @@ func TestConcurrentReadersOneRecall(t *testing.T) {
 	for _, err := range errs {
 		require.NoError(t, err)
 	}
-	require.Eventually(t, func() bool {
-		r.f.mu.Lock()
-		defer r.f.mu.Unlock()
-		return len(r.f.recalls) == 0
-	}, 5*time.Second, 10*time.Millisecond)
+	r.waitRecalls(t)
 	assert.EqualValues(t, 1, r.f.recallsStarted.Load(), "eight readers, one recall")
 }
 
@@ -369,6 +368,55 @@ func TestUnlinkDeletesObject(t *testing.T) {
 // and reads the empty stub. The window is held open here by putting the
 // recall back into the table; a release must skip the file.
 func TestReleaseWaitsForRecallToLeave(t *testing.T) {
+	r, data, rec := recalledOnce(t)
+	p := filepath.Join(r.mnt, "f")
+	stale := r.holdRecall(rec, int64(len(data)))
+	res := r.migrate(t, "f")
+	assert.Equal(t, OutSkipped, res.Outcome, "no release while a recall of the object is in flight")
+	assert.ErrorIs(t, res.Reason, ErrOpen)
+	got, err := os.ReadFile(p)
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(data, got), "read %d bytes of %d during the recall's last step", len(got), len(data))
+
+	// The recall leaves; now the release goes ahead and a read recalls
+	// afresh.
+	r.endRecall(stale)
+	require.Equal(t, OutMigrated, r.migrate(t, "f").Outcome)
+	got, err = os.ReadFile(p)
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(data, got), "read %d bytes of %d", len(got), len(data))
+}
+
+// TestReleaseGraceForFinishingRecall: a recall that has flipped the
+// record to premigrated but is still in the table (its last fsync) holds
+// the file only for a moment. A migrate that comes right after a read, as
+// soon as the status says premigrated, waits for it and releases the file
+// instead of skipping it as open.
+func TestReleaseGraceForFinishingRecall(t *testing.T) {
+	r, data, rec := recalledOnce(t)
+	p := filepath.Join(r.mnt, "f")
+	// Put a finishing recall back in the table; it leaves a moment
+	// after the migrate starts, as a real one does after its fsync.
+	finishing := r.holdRecall(rec, int64(len(data)))
+	left := make(chan struct{})
+	go func() {
+		defer close(left)
+		time.Sleep(closeGrace / 5)
+		r.endRecall(finishing)
+	}()
+	res := r.migrate(t, "f")
+	<-left
+	assert.Equal(t, OutMigrated, res.Outcome, "reason: %v", res.Reason)
+	assert.Equal(t, "migrated", r.status(t, "f").State)
+	got, err := os.ReadFile(p)
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(data, got), "read %d bytes of %d", len(got), len(data))
+}
+
+// recalledOnce sets up a rig with a file f that was migrated and then read
+// back (recalled, premigrated), with its recall over, and returns the rig,
+// f's data and its record.
+func recalledOnce(t *testing.T) (*rig, []byte, *Record) {
 	r := newRig(t, rigOpts{chunk: 16})
 	data := randBytes(300000)
 	p := filepath.Join(r.mnt, "f")
@@ -377,36 +425,40 @@ func TestReleaseWaitsForRecallToLeave(t *testing.T) {
 	got, err := os.ReadFile(p)
 	require.NoError(t, err)
 	require.True(t, bytes.Equal(data, got))
+	r.waitRecalls(t)
+	require.Equal(t, "premigrated", r.status(t, "f").State)
+	rec, err := readRecordPathBelow(filepath.Join(r.backing, "f"))
+	require.NoError(t, err)
+	return r, data, rec
+}
+
+// holdRecall puts a recall of rec whose mark says mark bytes are local
+// into the table of recalls in flight, as a real one is between flipping
+// the record and its last fsync; endRecall takes it out and finishes it.
+func (r *rig) holdRecall(rec *Record, mark int64) *recall {
+	rc := &recall{f: r.f, rec: *rec, mark: mark, wake: make(chan struct{})}
+	r.f.mu.Lock()
+	r.f.recalls[rec.ID] = rc
+	r.f.mu.Unlock()
+	return rc
+}
+
+func (r *rig) endRecall(rc *recall) {
+	r.f.mu.Lock()
+	delete(r.f.recalls, rc.rec.ID)
+	r.f.mu.Unlock()
+	rc.finish(nil)
+}
+
+// waitRecalls waits until no recall is in flight (a recall's last fsync
+// may still run after its reader has all the data).
+func (r *rig) waitRecalls(t *testing.T) {
+	t.Helper()
 	require.Eventually(t, func() bool {
 		r.f.mu.Lock()
 		defer r.f.mu.Unlock()
 		return len(r.f.recalls) == 0
-	}, 5*time.Second, 10*time.Millisecond)
-	require.Equal(t, "premigrated", r.status(t, "f").State)
-
-	rec, err := readRecordPathBelow(filepath.Join(r.backing, "f"))
-	require.NoError(t, err)
-	stale := &recall{f: r.f, rec: *rec, mark: int64(len(data)), wake: make(chan struct{})}
-	r.f.mu.Lock()
-	r.f.recalls[rec.ID] = stale
-	r.f.mu.Unlock()
-	res := r.migrate(t, "f")
-	assert.Equal(t, OutSkipped, res.Outcome, "no release while a recall of the object is in flight")
-	assert.ErrorIs(t, res.Reason, ErrOpen)
-	got, err = os.ReadFile(p)
-	require.NoError(t, err)
-	assert.True(t, bytes.Equal(data, got), "read %d bytes of %d during the recall's last step", len(got), len(data))
-
-	// The recall leaves; now the release goes ahead and a read recalls
-	// afresh.
-	r.f.mu.Lock()
-	delete(r.f.recalls, rec.ID)
-	r.f.mu.Unlock()
-	stale.finish(nil)
-	require.Equal(t, OutMigrated, r.migrate(t, "f").Outcome)
-	got, err = os.ReadFile(p)
-	require.NoError(t, err)
-	assert.True(t, bytes.Equal(data, got), "read %d bytes of %d", len(got), len(data))
+	}, 10*time.Second, 10*time.Millisecond)
 }
 
 func readRecordPathBelow(path string) (*Record, error) {

@@ -95,11 +95,7 @@ func (f *Filter) Migrate(ctx context.Context, fd int, progress func(int64)) (Res
 	// close(2) waits for FLUSH but not for RELEASE, which the kernel
 	// sends a moment later: a file closed just now gets a short grace.
 	f.mu.Lock()
-	for i := 0; i < 50 && f.opens[st.Ino] > 0; i++ {
-		f.mu.Unlock()
-		time.Sleep(10 * time.Millisecond)
-		f.mu.Lock()
-	}
+	f.graceLocked(func() bool { return f.opens[st.Ino] > 0 })
 	if f.opens[st.Ino] > 0 || f.migrating[st.Ino] != nil {
 		f.mu.Unlock()
 		return skip(ErrOpen)
@@ -201,18 +197,21 @@ func (f *Filter) Migrate(ctx context.Context, fd int, progress func(int64)) (Res
 // one has open.
 func (f *Filter) release(m *migration, fd int, name string, rec *Record, st *unix.Stat_t, res Result) (Result, error) {
 	f.mu.Lock()
+	// A recall of this object that is finishing has flipped the record
+	// to premigrated but is still in the table (its last fsync). A
+	// reader that opened the file once it is a stub again would join
+	// that recall and, trusting its mark, read the empty stub. So a
+	// recall holds the file like an open, and like a file closed just
+	// now it gets a short grace: whoever migrates right after reading
+	// (the status already says premigrated) should not see a skip.
+	f.graceLocked(func() bool { return f.recalls[rec.ID] != nil && !m.aborted && f.opens[st.Ino] == 0 })
 	if m.aborted || f.opens[st.Ino] > 0 {
 		f.mu.Unlock()
 		res.Outcome = OutPremigrated
 		return res, nil
 	}
 	if f.recalls[rec.ID] != nil {
-		// A recall of this object is finishing: it has flipped the
-		// record to premigrated but is still in the table (its last
-		// fsync), and a reader that opens the file once it is a stub
-		// again would join it and, trusting its mark, read the empty
-		// stub. A recall holds the file like an open; the next round
-		// releases it.
+		// Still recalling after the grace: the next round releases it.
 		f.mu.Unlock()
 		res.Outcome, res.Reason = OutSkipped, ErrOpen
 		return res, nil
@@ -409,4 +408,20 @@ func dataExtents(fd int, size int64) ([]extent, error) {
 		off = h
 	}
 	return exts, nil
+}
+
+// closeGrace bounds how long Migrate waits for a file that was in use a
+// moment ago (a RELEASE in flight, a recall's last fsync) before it skips
+// the file as open.
+const closeGrace = 500 * time.Millisecond
+
+// graceLocked waits, with f.mu held (and dropped while sleeping), up to
+// closeGrace for busy to turn false. busy is evaluated under f.mu.
+func (f *Filter) graceLocked(busy func() bool) {
+	const step = 10 * time.Millisecond
+	for waited := time.Duration(0); waited < closeGrace && busy(); waited += step {
+		f.mu.Unlock()
+		time.Sleep(step)
+		f.mu.Lock()
+	}
 }
