@@ -48,8 +48,8 @@ type node struct {
 	dirs []*Handle
 	// files are the open file handles of this node. A change of mode,
 	// owner or times by path (chmod, chown, utimes: the kernel sends no
-	// handle) borrows one, so the bottom layer changes the file through
-	// its fd instead of resolving the path again (Setattr). fileUse is
+	// handle) and a getxattr borrow one (borrow), so the bottom layer
+	// uses its fd instead of resolving the path again. fileUse is
 	// held shared while an op borrows a handle and exclusively by
 	// Release while it takes its handle out of files, so a borrowed fd is
 	// never closed (and its number reused for another file) under the op.
@@ -218,16 +218,9 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		// chmod, chown or utimes of an open file: through one of its
 		// handles (see node.files). A truncate by path keeps its path:
 		// filters treat a size change through a handle as ftruncate.
-		n.fileUse.RLock()
-		defer n.fileUse.RUnlock()
-		n.mu.Lock()
-		for _, h := range n.files {
-			if h.Fd >= 0 {
-				op.Handle = h
-				break
-			}
-		}
-		n.mu.Unlock()
+		var put func()
+		op.Handle, put = n.borrow()
+		defer put()
 	}
 	if _, errno := n.do(ctx, op); errno != 0 {
 		return errno
@@ -235,6 +228,24 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	out.Attr = op.Out
 	out.SetTimeout(n.br.attrTTL)
 	return 0
+}
+
+// borrow returns one of the node's open file handles with an fd (nil if it
+// has none) for an operation that arrived without a handle, and the function
+// that gives it back. Until then Release cannot take the handle out of
+// node.files or close its fd (fileUse), so the fd stays this file's.
+func (n *node) borrow() (*Handle, func()) {
+	n.fileUse.RLock()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, h := range n.files {
+		if h.Fd >= 0 {
+			return h, n.fileUse.RUnlock
+		}
+	}
+	// Nothing to protect: let Release go ahead at once.
+	n.fileUse.RUnlock()
+	return nil, func() {}
 }
 
 func (n *node) Access(ctx context.Context, mask uint32) Errno {
@@ -589,6 +600,14 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) Errno {
 
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, Errno) {
 	op := &GetxattrOp{Node: &n.Node, Path: n.path(), Name: attr, Dest: dest}
+	// The kernel asks for security.capability before the first write to
+	// a file and before a chown of it (to know whether to drop it), and
+	// never caches the answer: tar pays two per file it extracts, while
+	// the file is open. Through one of its handles, the answer needs no
+	// path resolution below.
+	var put func()
+	op.Handle, put = n.borrow()
+	defer put()
 	_, errno := n.do(ctx, op)
 	if errno == syscall.ENODATA && attr == selinuxXattr && !selinuxEnabled {
 		// `ls -l` asks every file for its SELinux label, and the kernel

@@ -221,12 +221,19 @@ type StatfsOp struct {
 
 // GetxattrOp reads extended attribute Name into Dest. With an empty Dest it
 // only reports the size. Size is the attribute's length.
+//
+// Handle, when set, is an open handle of the same file (the kernel sends
+// none; the bridge lends one of the file's own when it has one open): the
+// passthrough then reads through its fd instead of resolving Path. A filter
+// that sends the read to another file below (other than a path rewrite for
+// the same file) must clear it.
 type GetxattrOp struct {
-	Node *Node
-	Path string
-	Name string
-	Dest []byte
-	Size uint32
+	Node   *Node
+	Path   string
+	Handle *Handle
+	Name   string
+	Dest   []byte
+	Size   uint32
 }
 
 // SetxattrOp sets extended attribute Name; Flags are XATTR_CREATE/REPLACE.

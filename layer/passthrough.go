@@ -753,6 +753,11 @@ func (p *Passthrough) statfs(c *Call, op *StatfsOp) error {
 }
 
 func (p *Passthrough) getxattr(c *Call, op *GetxattrOp) error {
+	if op.Handle != nil && op.Handle.Fd >= 0 {
+		n, err := unix.Fgetxattr(op.Handle.Fd, op.Name, op.Dest)
+		op.Size = uint32(n)
+		return err
+	}
 	dfd, name, err := p.at(op.Path)
 	if err != nil {
 		return err

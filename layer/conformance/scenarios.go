@@ -46,6 +46,7 @@ var Scenarios = map[string]Scenario{
 	"RootAttributes":             rootAttributes,
 	"OpenDirListsWhatItOpened":   openDirListsWhatItOpened,
 	"ChangeOpenFileByPath":       changeOpenFileByPath,
+	"XattrOfOpenFileByPath":      xattrOfOpenFileByPath,
 }
 
 // RunScenarios runs every scenario, each on a fresh mount.
@@ -578,21 +579,7 @@ func changeOpenFileByPath(t *testing.T, mnt, backing string) {
 	}()
 	go func() {
 		defer wg.Done()
-		for i := range n {
-			h, err := os.Open(g)
-			if err != nil {
-				t.Errorf("open %d: %v", i, err)
-				return
-			}
-			o, err := os.OpenFile(fmt.Sprintf("%s/o%d", mnt, i), os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0600)
-			if err != nil {
-				t.Errorf("create %d: %v", i, err)
-				h.Close()
-				return
-			}
-			h.Close()
-			o.Close()
-		}
+		churnHandles(t, mnt, g, n, nil)
 	}()
 	wg.Wait()
 	if got := lstat(t, g).Mode & 07777; got != uint32(modes[(n-1)%2]) {
@@ -602,5 +589,89 @@ func changeOpenFileByPath(t *testing.T, mnt, backing string) {
 		if got := lstat(t, fmt.Sprintf("%s/o%d", mnt, i)).Mode & 07777; got != 0600 {
 			t.Errorf("o%d: mode %o, want 600: a chmod of g changed it", i, got)
 		}
+	}
+}
+
+// xattrOfOpenFileByPath: getxattr by path of a file that is open (the
+// kernel asks for security.capability so before a write and a chown) reads
+// that file's attribute, through the bridge's borrowed handle, even while
+// the file's handles come and go and other files, with attributes of
+// their own, take the descriptor numbers they had. (Its window is small;
+// ChangeOpenFileByPath, whose chmods borrow the same way, is the one that
+// catches a borrowed descriptor closed under an op.)
+func xattrOfOpenFileByPath(t *testing.T, mnt, backing string) {
+	const attr = "trusted.vfsfilter-test" // not encrypted by crypt: the plain path
+	get := func(p string) (string, error) {
+		buf := make([]byte, 64)
+		n, err := unix.Getxattr(p, attr, buf)
+		if err != nil {
+			return "", err
+		}
+		return string(buf[:n]), nil
+	}
+	p := mnt + "/f"
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0600)
+	must(t, err)
+	_, err = unix.Getxattr(p, attr, nil)
+	wantErrno(t, err, unix.ENODATA, "getxattr of an attribute the open file does not have")
+	must(t, unix.Setxattr(p, attr, []byte("value-f"), 0))
+	if got, err := get(p); err != nil || got != "value-f" {
+		t.Errorf("getxattr of the open file: %q, %v; want value-f", got, err)
+	}
+	if n, err := unix.Getxattr(p, attr, nil); err != nil || n != len("value-f") {
+		t.Errorf("size query on the open file: %d, %v; want %d", n, err, len("value-f"))
+	}
+	_, err = unix.Getxattr(p, attr, make([]byte, 2))
+	wantErrno(t, err, unix.ERANGE, "getxattr into a short buffer")
+	must(t, f.Close())
+
+	g := mnt + "/g"
+	must(t, os.WriteFile(g, []byte("g"), 0600))
+	must(t, unix.Setxattr(g, attr, []byte("g"), 0))
+	const n = 1000
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := range n {
+			if got, err := get(g); err != nil || got != "g" {
+				t.Errorf("getxattr %d of g: %q, %v; want g", i, got, err)
+				return
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		churnHandles(t, mnt, g, n, func(o *os.File, i int) {
+			if err := unix.Fsetxattr(int(o.Fd()), attr, []byte("other"), 0); err != nil {
+				t.Errorf("fsetxattr %d: %v", i, err)
+			}
+		})
+	}()
+	wg.Wait()
+}
+
+// churnHandles opens and closes g n times, and each time creates a file
+// mnt/o<i> (mode 600) while g is open, so that the new file's descriptor
+// below may take the number one of g's had. made, if not nil, is called
+// with each new file while it is open.
+func churnHandles(t *testing.T, mnt, g string, n int, made func(o *os.File, i int)) {
+	for i := range n {
+		h, err := os.Open(g)
+		if err != nil {
+			t.Errorf("open %d: %v", i, err)
+			return
+		}
+		o, err := os.OpenFile(fmt.Sprintf("%s/o%d", mnt, i), os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0600)
+		if err != nil {
+			t.Errorf("create %d: %v", i, err)
+			h.Close()
+			return
+		}
+		if made != nil {
+			made(o, i)
+		}
+		h.Close()
+		o.Close()
 	}
 }
