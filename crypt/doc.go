@@ -127,13 +127,28 @@
 // unreadable for good; the reverse (an IV without entries, a side file
 // without its entry) is harmless.
 //
-// gocryptfs does not sync these files at all. crypt used to fsync each
-// one, which on a journaling file system forces a journal commit per
-// mkdir (about 1.2 ms each on a loop-mounted ext4 here, against 0.1 ms
-// now; an untar of 2300 files makes 193 directories). Instead,
-// after writing such a file crypt calls sync_file_range(WAIT_BEFORE |
-// WRITE | WAIT_AFTER) on it (paths.go, settle), which writes the data and
-// waits for that write to end, but commits nothing. The ordering argument:
+// gocryptfs does not sync these files at all. crypt writes each one and
+// then stores the same bytes in the extended attribute CopyXattr of the
+// new file, before anything that depends on it is created (paths.go,
+// writeSmall). An extended attribute is metadata: ext4 and XFS journal it,
+// every entry created afterwards is in the same transaction or a later
+// one, and their journals commit (and an fsync of a later entry forces
+// them) in order. So after a crash an entry
+// implies the copy, even when the content itself never reached the disk
+// (an empty file, or 16 zero bytes where ext4's dioread_nolock had only
+// allocated an unwritten extent). crypt reads the copy first and the
+// content only where the copy is missing: trees from before the copy,
+// copies of the backing directory made without extended attributes
+// (which hold the content as written back), file systems without them.
+//
+// This costs a setxattr per mkdir. crypt used to wait for the content's
+// write instead, with sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER):
+// a device round trip per mkdir (MKDIR took 407 us against 143 us now,
+// median, untarring Go's source tree onto a loop-mounted ext4 here), and
+// before that an fsync, which also forces a journal commit (1.2 ms).
+// Where the copy cannot be set (no extended attributes below, a virtual
+// file of a filter below) crypt still does that (settle), and its
+// ordering argument is:
 //
 //   - When the call returns, the data is on the device, and on ext4 (any
 //     data= mode) and XFS everything needed to find it (block allocation,
@@ -145,8 +160,6 @@
 //     it is in the same transaction or a later one. Journals commit in
 //     order, and each commit flushes the device's write cache before its
 //     commit record.
-//   - So after a crash an entry implies its IV or side file, with its
-//     content.
 //
 // Starting the write without waiting for it (SYNC_FILE_RANGE_WRITE alone)
 // is not enough on ext4 with data=ordered: since Linux 5.6 it defaults to
@@ -157,16 +170,17 @@
 // 16 zero bytes: a wrong IV, undetected. (Measured on Linux 6.18: the
 // extent was still unwritten when the call returned one time in four.)
 //
-// Limits: btrfs records a new extent in its tree only after writeback has
-// ended (when its ordered extent finishes), ext4's optional fast_commit
-// (off by default) commits some changes outside the transaction order and
-// was not analysed, and network and FUSE file systems make no such
-// promise at all; a crash there may lose an IV or side file
-// written a few milliseconds before entries that survive, which is what
-// gocryptfs risks everywhere. A device that acknowledges cache flushes it
-// did not do defeats every file system's journal and this argument with
-// it. A handle without a descriptor (a filter's virtual file) gets an
-// fsync, as before.
+// Limits: ext4's optional fast_commit (off by default) is safe with the
+// copy, because ext4 marks a transaction with an extended attribute
+// change ineligible for fast commits, but was not analysed for settle;
+// btrfs was not analysed (an fsync there can log an entry without the
+// rest of its transaction); network
+// and FUSE file systems make no promise of order at all; a crash there
+// may lose an IV or side file written a few milliseconds before entries
+// that survive, which is what gocryptfs risks everywhere. A device that
+// acknowledges cache flushes it did not do defeats every file system's
+// journal and this argument with it. `vfsfilter crypt fsck` reports a
+// file whose content differs from its copy.
 //
 // # Block size
 //

@@ -542,7 +542,7 @@ func (f *Filter) root(c *layer.Call) ([]byte, layer.Errno) {
 }
 
 func (f *Filter) loadRoot(c *layer.Call) ([]byte, error) {
-	iv, errno := f.readSmall(c, DirIVFile, DirIVLen+1)
+	iv, errno := f.readSmall(c, DirIVFile, DirIVLen+1, validIV)
 	switch {
 	case errno == syscall.ENOENT:
 		rd := &layer.ReaddirOp{Path: ""}

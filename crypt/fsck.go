@@ -1,6 +1,7 @@
 package crypt
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -85,7 +86,7 @@ func (k *fsck) problem(cpath, plain string, block int64, what string) {
 func (k *fsck) dir(cdir, pdir string) error {
 	k.stats.Dirs++
 	full := filepath.Join(k.root, cdir)
-	iv, err := os.ReadFile(filepath.Join(full, DirIVFile))
+	iv, err := k.small(join(cdir, DirIVFile), pdir, "directory IV file", validIV)
 	if errors.Is(err, os.ErrNotExist) && cdir == "" {
 		// A new tree gets its root IV on first mount.
 		if ents, _ := os.ReadDir(full); len(ents) <= 1 {
@@ -120,7 +121,7 @@ func (k *fsck) dir(cdir, pdir string) error {
 		}
 		enc := name
 		if IsLong(name) {
-			data, err := os.ReadFile(filepath.Join(k.root, join(cdir, LongSideFile(name))))
+			data, err := k.small(join(cdir, LongSideFile(name)), "", "long-name side file", func(b []byte) bool { return CheckLong(name, string(b)) == nil })
 			if err != nil {
 				k.problem(cpath, "", -1, fmt.Sprintf("long name without its side file: %v", err))
 				continue
@@ -160,6 +161,30 @@ func (k *fsck) dir(cdir, pdir string) error {
 		}
 	}
 	return nil
+}
+
+// small reads a small file crypt wrote (an IV, a side file) as the mount
+// does: its journaled copy (CopyXattr) when that is valid, else its
+// content. A content that differs from a valid copy is reported, since
+// the mount does not notice it: a crash before the content's write-back
+// leaves it empty or zero-filled, and a copy of the backing directory
+// made without extended attributes would then lose the entries that
+// depend on it.
+func (k *fsck) small(cpath, plain, what string, valid func([]byte) bool) ([]byte, error) {
+	full := filepath.Join(k.root, cpath)
+	content, err := os.ReadFile(full)
+	buf := make([]byte, 4096)
+	n, xerr := unix.Lgetxattr(full, CopyXattr, buf)
+	switch {
+	case xerr == nil && valid(buf[:n]):
+		if err != nil || !bytes.Equal(content, buf[:n]) {
+			k.problem(cpath, plain, -1, fmt.Sprintf("%s's content differs from its journaled copy (%d bytes against %d; was the machine reset?): the mount uses the copy, but a copy of the backing directory made without extended attributes would lose what depends on it", what, len(content), n))
+		}
+		return buf[:n], nil
+	case xerr == nil, xerr == unix.ERANGE:
+		k.problem(cpath, plain, -1, fmt.Sprintf("%s's journaled copy (extended attribute %s) is damaged; the mount reads the content", what, CopyXattr))
+	}
+	return content, err
 }
 
 // file checks a file's header and every block, reading 256 blocks at a

@@ -5,18 +5,23 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/vfsfilter/vfsfilter/layer"
+	"golang.org/x/sys/unix"
 )
 
-// probe sits between crypt and the passthrough. It counts fsyncs and, when
-// virtual is set, serves creations itself with handles that have no
-// descriptor (as a filter's virtual file would).
+// probe sits between crypt and the passthrough. It counts fsyncs; when
+// virtual is set, it serves creations itself with handles that have no
+// descriptor (as a filter's virtual file would); when noXattrs is set, it
+// refuses to set extended attributes (as a file system without them
+// would).
 type probe struct {
-	virtual atomic.Bool
-	fsyncs  atomic.Int32
-	written []byte
+	virtual  atomic.Bool
+	noXattrs atomic.Bool
+	fsyncs   atomic.Int32
+	written  []byte
 }
 
 func (p *probe) Name() string  { return "probe" }
@@ -37,6 +42,12 @@ func (p *probe) Attach(a *layer.Attachment) error {
 		}
 		return layer.ContinueNoPost, 0
 	})
+	layer.OnPre(a, func(c *layer.Call, op *layer.SetxattrOp) (layer.Status, layer.Errno) {
+		if p.noXattrs.Load() {
+			return layer.Complete, syscall.EOPNOTSUPP
+		}
+		return layer.ContinueNoPost, 0
+	})
 	layer.OnPre(a, func(c *layer.Call, op *layer.FsyncOp) (layer.Status, layer.Errno) {
 		p.fsyncs.Add(1)
 		if op.Handle.Fd < 0 {
@@ -53,11 +64,12 @@ func (p *probe) Attach(a *layer.Attachment) error {
 	return nil
 }
 
-// TestWriteSmallSettles: the small files names depend on (IVs, long-name
-// side files) are made durable with sync_file_range on a real descriptor,
-// without an fsync, and with an FsyncOp below when the handle has no
-// descriptor.
-func TestWriteSmallSettles(t *testing.T) {
+// TestWriteSmallDurable: the small files names depend on (IVs, long-name
+// side files) get a copy of their content in CopyXattr, and then need no
+// sync at all; where the copy cannot be set, they are made durable with
+// sync_file_range on a real descriptor (no fsync), and with an FsyncOp
+// below when the handle has no descriptor. readSmall prefers the copy.
+func TestWriteSmallDurable(t *testing.T) {
 	backing := t.TempDir()
 	pt, err := layer.NewPassthrough(backing)
 	if err != nil {
@@ -75,6 +87,15 @@ func TestWriteSmallSettles(t *testing.T) {
 	}
 	c := layer.InternalCall(t.Context())
 	data := []byte("0123456789abcdef")
+	copyOf := func(name string) []byte {
+		buf := make([]byte, 64)
+		n, err := unix.Lgetxattr(filepath.Join(backing, name), CopyXattr, buf)
+		if err != nil {
+			return nil
+		}
+		return buf[:n]
+	}
+	any16 := func(b []byte) bool { return len(b) == 16 }
 
 	created, errno := f.writeSmall(c, "real", data, 0400)
 	if errno != 0 || !created {
@@ -83,12 +104,51 @@ func TestWriteSmallSettles(t *testing.T) {
 	if got, err := os.ReadFile(filepath.Join(backing, "real")); err != nil || !bytes.Equal(got, data) {
 		t.Errorf("file below: %q %v", got, err)
 	}
+	if got := copyOf("real"); !bytes.Equal(got, data) {
+		t.Errorf("copy below: %q", got)
+	}
 	if n := p.fsyncs.Load(); n != 0 {
-		t.Errorf("%d fsyncs for a file with a descriptor, want 0", n)
+		t.Errorf("%d fsyncs for a file with a copy, want 0", n)
+	}
+	// The copy is what is read: a content a crash left zero-filled does
+	// not matter.
+	if err := os.WriteFile(filepath.Join(backing, "real"), make([]byte, 16), 0); err != nil {
+		t.Fatal(err)
+	}
+	if got, errno := f.readSmall(c, "real", 17, any16); errno != 0 || !bytes.Equal(got, data) {
+		t.Errorf("readSmall with a zeroed content: %q %v", got, errno)
 	}
 	// O_EXCL: an existing file is left alone.
 	if created, errno := f.writeSmall(c, "real", []byte("other"), 0400); errno != 0 || created {
 		t.Errorf("second writeSmall: %v %v", created, errno)
+	}
+
+	// No extended attributes below: settled on the descriptor, no copy;
+	// the content is read.
+	p.noXattrs.Store(true)
+	if created, errno := f.writeSmall(c, "noxattr", data, 0400); errno != 0 || !created {
+		t.Fatalf("writeSmall (no xattrs): %v %v", created, errno)
+	}
+	if got := copyOf("noxattr"); got != nil {
+		t.Errorf("copy set although refused: %q", got)
+	}
+	if n := p.fsyncs.Load(); n != 0 {
+		t.Errorf("%d fsyncs for a file with a descriptor, want 0", n)
+	}
+	if got, errno := f.readSmall(c, "noxattr", 17, any16); errno != 0 || !bytes.Equal(got, data) {
+		t.Errorf("readSmall without a copy: %q %v", got, errno)
+	}
+	p.noXattrs.Store(false)
+
+	// A damaged copy (wrong length) falls back to the content.
+	if err := unix.Lsetxattr(filepath.Join(backing, "noxattr"), CopyXattr, []byte("short"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if got, errno := f.readSmall(c, "noxattr", 17, any16); errno != 0 || !bytes.Equal(got, data) {
+		t.Errorf("readSmall with a damaged copy: %q %v", got, errno)
+	}
+	if _, errno := f.readSmall(c, "missing", 17, any16); errno != syscall.ENOENT {
+		t.Errorf("readSmall of a missing file: %v, want ENOENT", errno)
 	}
 
 	p.virtual.Store(true)
