@@ -6,6 +6,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/vfsfilter/vfsfilter/layer"
 	"golang.org/x/sys/unix"
 )
@@ -277,10 +278,7 @@ func (f *Filter) writeSmall(c *layer.Call, cpath string, data []byte, mode uint3
 		errno = syscall.EIO
 	}
 	if errno == 0 {
-		s := &layer.SetxattrOp{Path: cpath, Name: CopyXattr, Data: data, Flags: unix.XATTR_CREATE}
-		if f.att.Below.Do(ic, s) != 0 {
-			errno = f.settle(ic, op.Handle)
-		}
+		errno = f.keepCopy(ic, op.Handle, cpath, data, mode)
 	}
 	f.att.Below.Do(ic, &layer.ReleaseOp{Handle: op.Handle})
 	if errno != 0 {
@@ -288,6 +286,38 @@ func (f *Filter) writeSmall(c *layer.Call, cpath string, data []byte, mode uint3
 		return false, errno
 	}
 	return true, 0
+}
+
+// keepCopy stores data, just written to the new file cpath (open as h,
+// with mode), in the file's CopyXattr; where that cannot be done, it
+// settles the content instead.
+func (f *Filter) keepCopy(c *layer.Call, h *layer.Handle, cpath string, data []byte, mode uint32) layer.Errno {
+	s := &layer.SetxattrOp{Path: cpath, Name: CopyXattr, Data: data, Flags: unix.XATTR_CREATE}
+	errno := f.att.Below.Do(c, s)
+	if errno == syscall.EACCES && mode&0200 == 0 {
+		// Setting a user.* attribute needs write permission on the file,
+		// which these files' read-only modes deny a daemon without
+		// CAP_DAC_OVERRIDE (one mounted by a user through fusermount):
+		// lend the owner write permission for the call.
+		if errno = f.chmod(c, h, cpath, mode|0200); errno == 0 {
+			errno = f.att.Below.Do(c, s)
+			if e := f.chmod(c, h, cpath, mode); errno == 0 && e != 0 {
+				return e
+			}
+		}
+	}
+	if errno != 0 {
+		return f.settle(c, h)
+	}
+	return 0
+}
+
+// chmod sets the mode of the file cpath, open as h.
+func (f *Filter) chmod(c *layer.Call, h *layer.Handle, cpath string, mode uint32) layer.Errno {
+	in := fuse.SetAttrIn{}
+	in.Valid = fuse.FATTR_MODE
+	in.Mode = mode
+	return f.att.Below.Do(c, &layer.SetattrOp{Path: cpath, Handle: h, In: in})
 }
 
 // settle makes the data just written to the new file h durable before any

@@ -3,6 +3,7 @@ package crypt
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync/atomic"
 	"syscall"
@@ -71,30 +72,10 @@ func (p *probe) Attach(a *layer.Attachment) error {
 // below when the handle has no descriptor. readSmall prefers the copy.
 func TestWriteSmallDurable(t *testing.T) {
 	backing := t.TempDir()
-	pt, err := layer.NewPassthrough(backing)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pt.Close()
-	_, keys := testKeys(t)
-	f, err := New(keys, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &probe{}
-	if _, err := layer.NewStack(nil, pt, p, f); err != nil {
-		t.Fatal(err)
-	}
+	f, p := probedCrypt(t, backing)
 	c := layer.InternalCall(t.Context())
 	data := []byte("0123456789abcdef")
-	copyOf := func(name string) []byte {
-		buf := make([]byte, 64)
-		n, err := unix.Lgetxattr(filepath.Join(backing, name), CopyXattr, buf)
-		if err != nil {
-			return nil
-		}
-		return buf[:n]
-	}
+	copyOf := func(name string) []byte { return copyBelow(backing, name) }
 	any16 := func(b []byte) bool { return len(b) == 16 }
 
 	created, errno := f.writeSmall(c, "real", data, 0400)
@@ -164,5 +145,97 @@ func TestWriteSmallDurable(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(backing, "virtual")); !os.IsNotExist(err) {
 		t.Errorf("virtual file reached the backing directory: %v", err)
+	}
+}
+
+// probedCrypt is crypt over a probe over the passthrough of backing.
+func probedCrypt(t *testing.T, backing string) (*Filter, *probe) {
+	t.Helper()
+	pt, err := layer.NewPassthrough(backing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pt.Close() })
+	_, keys := testKeys(t)
+	f, err := New(keys, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &probe{}
+	if _, err := layer.NewStack(nil, pt, p, f); err != nil {
+		t.Fatal(err)
+	}
+	return f, p
+}
+
+// copyBelow is the CopyXattr of the file name in backing, or nil.
+func copyBelow(backing, name string) []byte {
+	buf := make([]byte, 4096)
+	n, err := unix.Lgetxattr(filepath.Join(backing, name), CopyXattr, buf)
+	if err != nil {
+		return nil
+	}
+	return buf[:n]
+}
+
+// TestWriteSmallUnprivileged: a daemon without CAP_DAC_OVERRIDE (one a user
+// mounted through fusermount) may not set a user.* attribute on the
+// read-only files crypt writes; writeSmall lends the owner write
+// permission for the call, and the file ends with its own mode. The test
+// runs its binary again as uid 65534 for that part.
+func TestWriteSmallUnprivileged(t *testing.T) {
+	const env = "VFSFILTER_TEST_UNPRIVILEGED_DIR"
+	if dir := os.Getenv(env); dir != "" {
+		// The child, as nobody: no fsync, no settle needed.
+		f, p := probedCrypt(t, dir)
+		if created, errno := f.writeSmall(layer.InternalCall(t.Context()), "iv", []byte("0123456789abcdef"), 0440); errno != 0 || !created {
+			t.Fatalf("writeSmall as uid %d: %v %v", os.Geteuid(), created, errno)
+		}
+		if n := p.fsyncs.Load(); n != 0 {
+			t.Errorf("%d fsyncs", n)
+		}
+		return
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run a child as another user")
+	}
+	dir := t.TempDir()
+	// Let nobody reach the directory (made 0700 by the testing package up
+	// to TMPDIR) and run the test binary from it.
+	for d := dir; d != "/" && d != filepath.Clean(os.TempDir()); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe := filepath.Join(dir, "crypt.test")
+	if err := os.WriteFile(exe, bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	backing := filepath.Join(dir, "backing")
+	if err := os.Mkdir(backing, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(backing, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^TestWriteSmallUnprivileged$", "-test.v")
+	cmd.Env = append(os.Environ(), env+"="+backing)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("child as nobody: %v\n%s", err, out)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(backing, "iv"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != 65534 || st.Mode&0o7777 != 0o440 {
+		t.Errorf("file below: uid %d mode %o, want 65534 and 440", st.Uid, st.Mode&0o7777)
+	}
+	if got := copyBelow(backing, "iv"); string(got) != "0123456789abcdef" {
+		t.Errorf("copy below: %q", got)
 	}
 }
