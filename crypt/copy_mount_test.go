@@ -32,26 +32,9 @@ func TestCrashDamagedSmallFiles(t *testing.T) {
 	must(t, os.WriteFile(mnt+"/empty/zeroed/g", []byte("in zeroed"), 0644))
 	must(t, os.WriteFile(mnt+"/empty/"+long, []byte("long name"), 0644))
 
-	// The ciphertext paths, by inode (the mount shows backing inodes).
-	cpath := func(p string) string {
-		t.Helper()
-		var st, bst unix.Stat_t
-		must(t, unix.Lstat(mnt+"/"+p, &st))
-		var found string
-		filepath.Walk(backing, func(q string, _ os.FileInfo, err error) error {
-			if err == nil && unix.Lstat(q, &bst) == nil && bst.Ino == st.Ino {
-				found = q
-			}
-			return nil
-		})
-		if found == "" {
-			t.Fatalf("no ciphertext for %s", p)
-		}
-		return found
-	}
-	emptyIV := filepath.Join(cpath("empty"), crypt.DirIVFile)
-	zeroedIV := filepath.Join(cpath("empty/zeroed"), crypt.DirIVFile)
-	side := cpath("empty/"+long) + crypt.LongSuffix
+	emptyIV := filepath.Join(cipherOf(t, mnt, backing, "empty"), crypt.DirIVFile)
+	zeroedIV := filepath.Join(cipherOf(t, mnt, backing, "empty/zeroed"), crypt.DirIVFile)
+	side := cipherOf(t, mnt, backing, "empty/"+long) + crypt.LongSuffix
 
 	// Every small file carries its copy, invisible through the mount.
 	for _, p := range []string{emptyIV, zeroedIV, side} {

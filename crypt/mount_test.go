@@ -399,26 +399,9 @@ func TestDamagedHeader(t *testing.T) {
 	for _, name := range []string{"version", "id", "fine"} {
 		must(t, os.WriteFile(mnt+"/"+name, data, 0644))
 	}
-	// The ciphertext file of each, by inode number (the mount shows the
-	// backing inode numbers).
-	cfiles := map[int64]string{}
-	filepath.Walk(backing, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && fi.Mode().IsRegular() && fi.Size() > 4096 {
-			var st unix.Stat_t
-			unix.Stat(p, &st)
-			cfiles[int64(st.Ino)] = p
-		}
-		return nil
-	})
 	damage := map[string]int64{"version": 0, "id": 5}
 	for name, off := range damage {
-		var st unix.Stat_t
-		must(t, unix.Stat(mnt+"/"+name, &st))
-		cfile := cfiles[int64(st.Ino)]
-		if cfile == "" {
-			t.Fatalf("no ciphertext file for %s", name)
-		}
-		flipBits(t, cfile, off, 0x10)
+		flipBits(t, cipherOf(t, mnt, backing, name), off, 0x10)
 	}
 	view := mountAgain(t, backing, layer.MountOptions{})
 	for name := range damage {
@@ -430,6 +413,25 @@ func TestDamagedHeader(t *testing.T) {
 	if err != nil || !bytes.Equal(got, data) {
 		t.Errorf("undamaged neighbour: %d bytes, %v", len(got), err)
 	}
+}
+
+// cipherOf is the backing path of the entry p of the mount mnt over
+// backing, found by inode number (the mount shows the backing inodes).
+func cipherOf(t *testing.T, mnt, backing, p string) string {
+	t.Helper()
+	var st, bst unix.Stat_t
+	must(t, unix.Lstat(mnt+"/"+p, &st))
+	found := ""
+	filepath.Walk(backing, func(q string, _ os.FileInfo, err error) error {
+		if err == nil && unix.Lstat(q, &bst) == nil && bst.Ino == st.Ino {
+			found = q
+		}
+		return nil
+	})
+	if found == "" {
+		t.Fatalf("no ciphertext for %s", p)
+	}
+	return found
 }
 
 // flipBits damages the file at path below the mount: the byte at off is
