@@ -78,7 +78,9 @@
 //     open, modify and attrib reports of the file are the daemon's (its
 //     writes, and filters' work on its fd: the HSM writes recalled data
 //     with syscalls on a reopened fd, which no op shows); at its release, a
-//     writable handle leaves the file's stamp as above, and a read-only
+//     writable handle leaves the file's stamp as above (a change made
+//     between the user's last close, a FLUSH, and the release is
+//     reported then: see Limits), and a read-only
 //     one leaves two seconds in which modify and attrib are the daemon's
 //     (a recall started by a read may end after the reader closed). Writes,
 //     fallocate and copy_file_range need no callback: they happen while
@@ -187,13 +189,17 @@
 // on it. The inotify fallback watches directories as it learns of them:
 // entries made in a new directory before its watch exists are found by
 // scanning it and reported as creations, but a short-lived entry can be
-// missed. With inotify, the kernel sending RELEASE after close(2) returns
-// means that a change made underneath in the moment between a writer's
-// close and its release is taken for the writer's and not reported; and a
-// change another program makes to a file while
-// the daemon has it open (or while one of its ops changes it, or within
-// two seconds after a read-only handle of it was closed) is taken for the
-// daemon's and not reported; the proper place to drop a filter's work on
+// missed. With inotify, the kernel sends RELEASE some time after the
+// writer's last close(2) returned: a change made underneath in that moment
+// is told from the writer's by the file's stamp at that close (FLUSH) and
+// reported at the release, unless the daemon changed the file in that
+// moment too or another handle of it is open (then it is taken for the
+// daemon's); a write through a shared mapping left in place after the
+// close is then reported twice, as the mount's and as a change
+// underneath. A change another program makes to a file while the daemon
+// has it open (or while one of its ops changes it, or within two seconds
+// after a read-only handle of it was closed) is taken for the daemon's
+// and not reported; the proper place to drop a filter's work on
 // an fd (an HSM recall) is that filter's FilterEvent, which knows it
 // exactly. fanotify needs CAP_SYS_ADMIN and a file system that supports
 // file handles (ext4, xfs, btrfs, tmpfs); a FUSE or network backing

@@ -5,6 +5,7 @@ import (
 	"context"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -100,6 +101,88 @@ func TestChangeUnderneathAfterWriteReported(t *testing.T) {
 			sh(t, r.mnt, "echo data > g")
 			sh(t, r.backing, "chmod 600 g")
 			r.rec.wait(t, notifyWant{"modify", "g", "", "mount"}, notifyWant{"attrib", "g", "", "backing"})
+		})
+	}
+}
+
+// releaseGate holds users' RELEASE requests until opened: the kernel
+// sends RELEASE some time after the last close(2) returned, and under load
+// that moment can be long.
+type releaseGate struct {
+	gate chan struct{}
+	once sync.Once
+}
+
+func (g *releaseGate) Name() string  { return "release-gate" }
+func (g *releaseGate) Altitude() int { return 100 }
+func (g *releaseGate) Attach(a *layer.Attachment) error {
+	layer.OnPre(a, func(c *layer.Call, op *layer.ReleaseOp) (layer.Status, layer.Errno) {
+		if !c.Internal {
+			<-g.gate
+		}
+		return layer.ContinueNoPost, 0
+	})
+	return nil
+}
+
+// open lets the held RELEASE requests and all later ones pass.
+func (g *releaseGate) open() { g.once.Do(func() { close(g.gate) }) }
+
+// gatedRig is a rig whose users' RELEASE requests wait for the returned
+// function.
+func gatedRig(t *testing.T, watcher string) (*rig, func()) {
+	g := &releaseGate{gate: make(chan struct{})}
+	r := newRig(t, rigOpts{watcher: watcher, extra: []layer.Filter{g}})
+	t.Cleanup(g.open) // the unmount waits for the RELEASE
+	return r, g.open
+}
+
+// TestChangeUnderneathBeforeReleaseReported: a change made underneath
+// after a writer's last close but before the kernel's RELEASE of its
+// handle is reported once, as the backing's, after the mount's own
+// modify; with inotify, which cannot tell who made it, too. (Without the
+// stamp of the last close it was taken for the writer's.)
+func TestChangeUnderneathBeforeReleaseReported(t *testing.T) {
+	for _, wname := range []string{"fanotify", "inotify"} {
+		t.Run(wname, func(t *testing.T) {
+			r, release := gatedRig(t, wname)
+			sh(t, r.mnt, "echo data > f")
+			sh(t, r.backing, "echo more >> f")
+			release()
+			r.rec.wait(t, notifyWant{"modify", "f", "", "mount"}, notifyWant{"modify", "f", "", "backing"})
+			// Once the marker is seen, the watch delivered every
+			// report of the change before it.
+			sh(t, r.backing, "touch marker")
+			evs := r.rec.wait(t, notifyWant{"create", "marker", "", "backing"})
+			n := 0
+			for _, e := range evs {
+				if e.Path == "f" && e.Source == "backing" {
+					n++
+				}
+			}
+			if n != 1 {
+				t.Errorf("the change underneath was reported %d times, want once:\n%s", n, dump(evs))
+			}
+		})
+	}
+}
+
+// TestOwnChangesBeforeReleaseNotReported: what the mount itself does to a
+// file after its writer's last close and before the RELEASE (chmod,
+// rename, link, unlink) is never taken for a change underneath.
+func TestOwnChangesBeforeReleaseNotReported(t *testing.T) {
+	for _, wname := range []string{"fanotify", "inotify"} {
+		t.Run(wname, func(t *testing.T) {
+			r, release := gatedRig(t, wname)
+			sh(t, r.mnt, "echo a > f; echo b > g; chmod 600 f; mv f f2; ln f2 f3; rm g")
+			release()
+			sh(t, r.backing, "touch marker")
+			evs := r.rec.wait(t, notifyWant{"create", "marker", "", "backing"})
+			for _, e := range evs {
+				if e.Source == "backing" && e.Path != "marker" {
+					t.Errorf("the mount's own change was reported as one underneath: %+v\n%s", e, dump(evs))
+				}
+			}
 		})
 	}
 }

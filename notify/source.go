@@ -42,7 +42,7 @@ type Source struct {
 	mu    sync.Mutex
 	w     watcher
 	count atomic.Uint64
-	last  layer.Event // last event published, to drop exact repeats
+	last  layer.Event // last event published, to drop exact repeats (pmu)
 
 	// The watch starts in Attach, bottom first: the filters above are
 	// not attached yet, and their FilterEvent must not run before. Events
@@ -76,7 +76,8 @@ type nameExpect struct {
 // while it has the file open for writing, while one of its ops changes
 // it, and afterwards as long as the file is as the daemon left it.
 type fileState struct {
-	writers int // handles open for writing by users (their writes may bypass the daemon: FUSE passthrough)
+	path    string // backing path, kept across renames of the file (not of its directories)
+	writers int    // handles open for writing by users (their writes may bypass the daemon: FUSE passthrough)
 	// pids (fanotify only) are the processes that opened those handles
 	// (FUSE pids: thread ids) or closed a descriptor of one (a child
 	// that inherited it, which may be gone by the time its write is
@@ -87,6 +88,9 @@ type fileState struct {
 	pids     []uint32
 	handles  int // imprecise: every handle open through the source
 	inflight int // imprecise: changing ops between pre- and post-callback
+	// ops (imprecise) counts the daemon's ops that change the file or
+	// its names (an unlink, link or rename moves its ctime too).
+	ops uint64
 	// left is the file as the daemon's last change left it, until
 	// leftUntil: a report that finds it so is the daemon's.
 	left      fileStamp
@@ -129,6 +133,13 @@ type sourceHandle struct {
 	writer   bool // counted in f.writers
 	counted  bool // counted in f.handles
 	closed   bool // released: no longer counted
+	// flushed (imprecise, users' writable handles) is the file as the
+	// user's last close left it: FLUSH comes synchronously from every
+	// close(2), after the writes made before it, while RELEASE comes
+	// some time after the last close returned (see preRelease).
+	flushed   fileStamp
+	flushedOK bool
+	flushOps  uint64 // fileState.ops at the last close
 }
 
 // watcher is a backing watch (fanotify or inotify).
@@ -201,8 +212,8 @@ func (s *Source) register(a *layer.Attachment) {
 	layer.OnPost(a, s.postCreate)
 	layer.OnPre(a, s.preRelease)
 	layer.OnPost(a, s.postRename)
+	layer.OnPre(a, s.preFlush)
 	if !s.imprecise {
-		layer.OnPre(a, s.preFlush)
 		return
 	}
 	var (
@@ -237,6 +248,9 @@ func (s *Source) register(a *layer.Attachment) {
 		return s.post(op.Path, errno, created, attrStamp(&op.Out), true)
 	})
 	layer.OnPre(a, func(c *layer.Call, op *layer.LinkOp) (layer.Status, layer.Errno) {
+		s.fmu.Lock()
+		s.touched(op.OldPath) // its ctime moves
+		s.fmu.Unlock()
 		return s.pre(op.NewPath, created, true)
 	})
 	layer.OnPost(a, func(c *layer.Call, op *layer.LinkOp, errno layer.Errno) layer.Errno {
@@ -303,7 +317,7 @@ func (s *Source) statBelow(c *layer.Call, path string) (fileStamp, bool) {
 func (s *Source) file(path string) *fileState {
 	f := s.files[path]
 	if f == nil {
-		f = &fileState{}
+		f = &fileState{path: path}
 		s.files[path] = f
 	}
 	return f
@@ -341,7 +355,16 @@ func (s *Source) pre(path string, kinds uint32, content bool) (layer.Status, lay
 	if content {
 		s.file(path).inflight++
 	}
+	s.touched(path)
 	return layer.Continue, 0
+}
+
+// touched counts an op of the daemon's on the file at path, if it is
+// tracked. s.fmu is held.
+func (s *Source) touched(path string) {
+	if f := s.files[path]; f != nil {
+		f.ops++
+	}
 }
 
 // post ends what pre began: on success, the reports are expected for
@@ -378,6 +401,8 @@ func (s *Source) preRename(c *layer.Call, op *layer.RenameOp) (layer.Status, lay
 	defer s.fmu.Unlock()
 	s.expectName(op.NewPath, kindBits(layer.EventRename, layer.EventCreate), op.OldPath, now)
 	s.expectName(op.OldPath, kindBits(layer.EventRemove), "", now)
+	s.touched(op.OldPath)
+	s.touched(op.NewPath)
 	if op.Flags&unix.RENAME_EXCHANGE != 0 {
 		s.expectName(op.OldPath, kindBits(layer.EventRename, layer.EventCreate), op.NewPath, now)
 		s.expectName(op.NewPath, kindBits(layer.EventRemove), "", now)
@@ -415,10 +440,12 @@ func (s *Source) postRename(c *layer.Call, op *layer.RenameOp, errno layer.Errno
 	from, to := s.files[op.OldPath], s.files[op.NewPath]
 	delete(s.files, op.NewPath)
 	if from != nil {
+		from.path = op.NewPath
 		s.files[op.NewPath] = from
-		s.files[op.OldPath] = &fileState{left: from.left, leftOK: from.leftOK, leftUntil: from.leftUntil, loose: from.loose}
+		s.files[op.OldPath] = &fileState{path: op.OldPath, left: from.left, leftOK: from.leftOK, leftUntil: from.leftUntil, loose: from.loose}
 	}
 	if to != nil && op.Flags&unix.RENAME_EXCHANGE != 0 {
+		to.path = op.OldPath
 		s.files[op.OldPath] = to
 	}
 	return errno
@@ -506,6 +533,18 @@ func (s *Source) postCreate(c *layer.Call, op *layer.CreateOp, errno layer.Errno
 // before writing anything.) A read-only handle, with inotify, leaves
 // expectWindow in which modify and attrib are the daemon's: filters' work
 // on its fd, such as an HSM recall, may end after the reader closed.
+//
+// With inotify, the kernel sending RELEASE some time after the last
+// close(2) returned leaves a moment in which another program's change
+// cannot be told from the handle's: the watch's report of it comes while
+// the handle is open, and the stamp taken here includes it. The stamp of
+// the user's last close (FLUSH) tells it: if the file changed after it,
+// with this the only handle and no op of the daemon's since explaining
+// it, another program changed it, and that change is published here, in
+// place of the report the watch gave or will give (which the new stamp
+// drops). The one write a handle can make after its last close, through
+// a shared mapping still in place, is then reported twice, once as the
+// mount's: a change reported twice is better than a change lost.
 func (s *Source) preRelease(c *layer.Call, op *layer.ReleaseOp) (layer.Status, layer.Errno) {
 	sh, _ := s.att.HandleContext(op.Handle).(*sourceHandle)
 	if sh == nil {
@@ -513,8 +552,8 @@ func (s *Source) preRelease(c *layer.Call, op *layer.ReleaseOp) (layer.Status, l
 	}
 	st, ok := fdStamp(op.Handle.Fd)
 	now := time.Now()
+	var late *layer.Event
 	s.fmu.Lock()
-	defer s.fmu.Unlock()
 	f := sh.f
 	if !sh.closed {
 		sh.closed = true
@@ -527,11 +566,28 @@ func (s *Source) preRelease(c *layer.Call, op *layer.ReleaseOp) (layer.Status, l
 	}
 	switch {
 	case sh.writable && ok:
+		if s.imprecise && sh.flushedOK && st != sh.flushed && st.ino == sh.flushed.ino &&
+			f.handles == 0 && f.inflight == 0 && f.ops == sh.flushOps {
+			late = &layer.Event{Kind: layer.EventAttrib, Path: f.path, Time: now}
+			if st.size != sh.flushed.size || st.mtime != sh.flushed.mtime {
+				late.Kind = layer.EventModify
+			}
+		}
 		f.left, f.leftOK, f.leftUntil = st, true, now.Add(expectWindow)
 	case !sh.writable && s.imprecise:
 		f.loose = now.Add(expectWindow)
 	}
 	s.sweep(now)
+	s.fmu.Unlock()
+	if late != nil {
+		// The path is the file's unless a directory above it was
+		// renamed meanwhile (fileState keeps the file's own renames
+		// only): then what changed cannot be named here.
+		if cur, ok := s.statBelow(c, late.Path); !ok || cur.ino != st.ino {
+			*late = layer.Event{Kind: layer.EventRescan, Time: now}
+		}
+		s.publish(*late)
+	}
 	return layer.ContinueNoPost, 0
 }
 
@@ -550,13 +606,22 @@ func (f *fileState) addPid(pid uint32) {
 	f.pids = append(f.pids, pid)
 }
 
-// preFlush records who closed a descriptor of a user's handle open for
-// writing (fanotify only): a process that wrote through it and exited is
-// known by this pid when its write is read from the watch (FLUSH comes
-// synchronously from close, so before the process is gone).
+// preFlush runs at each close(2) of a user's handle open for writing,
+// synchronously, after the writes made before it. With fanotify it
+// records who closed the descriptor: a process that wrote through it and
+// exited is known by this pid when its write is read from the watch.
+// With inotify it records the file as the close left it (see
+// preRelease).
 func (s *Source) preFlush(c *layer.Call, op *layer.FlushOp) (layer.Status, layer.Errno) {
 	sh, _ := s.att.HandleContext(op.Handle).(*sourceHandle)
 	if sh == nil || !sh.writer || c.Internal {
+		return layer.ContinueNoPost, 0
+	}
+	if s.imprecise {
+		st, ok := fdStamp(op.Handle.Fd)
+		s.fmu.Lock()
+		sh.flushed, sh.flushedOK, sh.flushOps = st, ok, sh.f.ops
+		s.fmu.Unlock()
 		return layer.ContinueNoPost, 0
 	}
 	s.fmu.Lock()
@@ -665,14 +730,21 @@ func (s *Source) emitBy(ev layer.Event, pid int32) {
 	if s.ours(&ev, pid) {
 		return
 	}
+	s.publish(ev)
+}
+
+// publish sends up one change made by another program, in backing names.
+// The watch's goroutine calls it, and preRelease for a change the watch
+// could not tell from the daemon's.
+func (s *Source) publish(ev layer.Event) {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
 	// A burst of writes underneath reads as many identical modify
 	// events; one is enough until something else happens.
 	if ev.Kind == layer.EventModify && s.last.Kind == ev.Kind && s.last.Path == ev.Path && ev.Time.Sub(s.last.Time) < 50*time.Millisecond {
 		return
 	}
 	s.last = ev
-	s.pmu.Lock()
-	defer s.pmu.Unlock()
 	if !s.open {
 		if len(s.held) < 1<<12 {
 			s.held = append(s.held, ev)
