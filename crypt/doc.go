@@ -180,7 +180,8 @@
 // that survive, which is what gocryptfs risks everywhere. A device that
 // acknowledges cache flushes it did not do defeats every file system's
 // journal and this argument with it. `vfsfilter crypt fsck` reports a
-// file whose content differs from its copy.
+// file whose content differs from its copy, and with --repair rewrites
+// the content from the copy (FsckOptions).
 //
 // # Block size
 //

@@ -1,6 +1,13 @@
 package crypt
 
-import "slices"
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+)
 
 // NewConfigWithout is NewConfig for a tree without the optional feature,
 // as trees made before the feature existed are.
@@ -21,4 +28,37 @@ func NewConfigWithout(passphrase []byte, logN int, feature string) (*Config, *Ke
 	}
 	k, err = deriveKeys(master, cfg.BlockSize, cfg.Features)
 	return cfg, k, err
+}
+
+// AsNobody runs this test binary's tests matching run again, as uid and
+// gid 65534 (nobody), with the environment variable env set to val, and
+// fails t if the child fails. The child runs from a copy of the binary
+// in dir, a directory of t's, which it makes reachable for nobody. It
+// needs root.
+func AsNobody(t *testing.T, run, env, val, dir string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run a child as another user")
+	}
+	// The testing package makes t.TempDir's directories 0700 up to
+	// TMPDIR.
+	for d := dir; d != "/" && d != filepath.Clean(os.TempDir()); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe := filepath.Join(dir, "crypt.test")
+	if err := os.WriteFile(exe, bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run="+run, "-test.v")
+	cmd.Env = append(os.Environ(), env+"="+val)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("child as nobody: %v\n%s", err, out)
+	}
 }

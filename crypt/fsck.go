@@ -20,6 +20,9 @@ type Problem struct {
 	Block int64
 	// What says what is wrong.
 	What string
+	// Repaired says that Fsck, asked to (FsckOptions.Repair), undid the
+	// damage.
+	Repaired bool
 }
 
 func (p Problem) String() string {
@@ -30,15 +33,33 @@ func (p Problem) String() string {
 	if p.Plain != "" {
 		where = fmt.Sprintf("%s (%s)", p.Plain, p.Path)
 	}
-	if p.Block >= 0 {
-		return fmt.Sprintf("%s: block %d: %s", where, p.Block, p.What)
+	what := p.What
+	if p.Repaired {
+		what += " (repaired)"
 	}
-	return fmt.Sprintf("%s: %s", where, p.What)
+	if p.Block >= 0 {
+		return fmt.Sprintf("%s: block %d: %s", where, p.Block, what)
+	}
+	return fmt.Sprintf("%s: %s", where, what)
+}
+
+// FsckOptions says what Fsck may do besides reading.
+type FsckOptions struct {
+	// Repair undoes the damage that can be undone without losing
+	// anything: a small file's content (a directory IV, a long name's
+	// side file) that differs from its valid journaled copy is rewritten
+	// from the copy, and a damaged copy of a valid content is rewritten
+	// from the content. Damaged blocks, names and headers stay as they
+	// are: what they held is lost, and only the user can say what to do
+	// with the rest.
+	Repair bool
 }
 
 // FsckStats counts what Fsck checked.
 type FsckStats struct {
 	Dirs, Files, Symlinks, Blocks, Problems int
+	// Repaired counts the problems repaired (FsckOptions.Repair).
+	Repaired int
 	// Xattrs counts the encrypted (user.*) extended attributes checked;
 	// 0 for a tree that does not encrypt them.
 	Xattrs int
@@ -50,8 +71,10 @@ type FsckStats struct {
 // file's header parses and every block authenticates, and (FeatureXattr)
 // every user.* extended attribute's name decrypts and value authenticates. It calls report for
 // each problem and returns what it checked. The error is for a tree it
-// cannot walk at all.
-func Fsck(backing string, keys *Keys, report func(Problem)) (FsckStats, error) {
+// cannot walk at all. With opts.Repair it also repairs what it can (see
+// FsckOptions); a repair that fails leaves the problem reported as it
+// was, with why in What.
+func Fsck(backing string, keys *Keys, opts FsckOptions, report func(Problem)) (FsckStats, error) {
 	content, err := keys.Content()
 	if err != nil {
 		return FsckStats{}, err
@@ -64,13 +87,14 @@ func Fsck(backing string, keys *Keys, report func(Problem)) (FsckStats, error) {
 	if err != nil {
 		return FsckStats{}, err
 	}
-	k := &fsck{root: backing, content: content, names: names, xattrs: xattrs, report: report}
+	k := &fsck{root: backing, opts: opts, content: content, names: names, xattrs: xattrs, report: report}
 	err = k.dir("", "")
 	return k.stats, err
 }
 
 type fsck struct {
 	root    string
+	opts    FsckOptions
 	content *Content
 	names   *Names
 	xattrs  *Xattrs // nil: not encrypted, not checked
@@ -81,6 +105,22 @@ type fsck struct {
 func (k *fsck) problem(cpath, plain string, block int64, what string) {
 	k.stats.Problems++
 	k.report(Problem{Path: cpath, Plain: plain, Block: block, What: what})
+}
+
+// repairable reports a problem that repair can undo, when asked to
+// (FsckOptions.Repair): repaired or not, and why not.
+func (k *fsck) repairable(cpath, plain, what string, repair func() error) {
+	if !k.opts.Repair {
+		k.problem(cpath, plain, -1, what)
+		return
+	}
+	if err := repair(); err != nil {
+		k.problem(cpath, plain, -1, fmt.Sprintf("%s; repair failed: %v", what, err))
+		return
+	}
+	k.stats.Problems++
+	k.stats.Repaired++
+	k.report(Problem{Path: cpath, Plain: plain, Block: -1, What: what, Repaired: true})
 }
 
 func (k *fsck) dir(cdir, pdir string) error {
@@ -178,13 +218,91 @@ func (k *fsck) small(cpath, plain, what string, valid func([]byte) bool) ([]byte
 	switch {
 	case xerr == nil && valid(buf[:n]):
 		if err != nil || !bytes.Equal(content, buf[:n]) {
-			k.problem(cpath, plain, -1, fmt.Sprintf("%s's content differs from its journaled copy (%d bytes against %d; was the machine reset?): the mount uses the copy, but a copy of the backing directory made without extended attributes would lose what depends on it", what, len(content), n))
+			cp := buf[:n]
+			k.repairable(cpath, plain, fmt.Sprintf("%s's content differs from its journaled copy (%d bytes against %d; was the machine reset?): the mount uses the copy, but a copy of the backing directory made without extended attributes would lose what depends on it", what, len(content), n),
+				func() error { return rewriteSmall(full, cp) })
 		}
 		return buf[:n], nil
 	case xerr == nil, xerr == unix.ERANGE:
-		k.problem(cpath, plain, -1, fmt.Sprintf("%s's journaled copy (extended attribute %s) is damaged; the mount reads the content", what, CopyXattr))
+		what := fmt.Sprintf("%s's journaled copy (extended attribute %s) is damaged; the mount reads the content", what, CopyXattr)
+		if err == nil && valid(content) {
+			k.repairable(cpath, plain, what, func() error { return recopySmall(full, content) })
+		} else {
+			k.problem(cpath, plain, -1, what)
+		}
 	}
 	return content, err
+}
+
+// rewriteSmall puts data, the journaled copy of the small file at full,
+// back as its content, in place: the inode keeps its copy, so a crash
+// halfway leaves what the mount reads as it was. The file is read-only
+// (0440); without CAP_DAC_OVERRIDE its owner lends itself write
+// permission for the write, as the mount does for the copy.
+func rewriteSmall(full string, data []byte) error {
+	return lendWrite(full, func() error {
+		return writeSynced(full, os.O_TRUNC|unix.O_NOFOLLOW, 0, data)
+	})
+}
+
+// writeSynced writes data to the file at path, opened write-only with
+// flag (and perm, if it creates it), and waits for it to reach the disk.
+func writeSynced(path string, flag int, perm os.FileMode, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|flag, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// recopySmall sets the journaled copy of the small file at full from its
+// valid content.
+func recopySmall(full string, content []byte) error {
+	return lendWrite(full, func() error {
+		if err := unix.Lsetxattr(full, CopyXattr, content, 0); err != nil {
+			return &os.PathError{Op: "setxattr", Path: full, Err: err}
+		}
+		f, err := os.Open(full)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return f.Sync()
+	})
+}
+
+// lendWrite runs change on the regular file at full, and again with the
+// owner's write permission lent for it if that was missing and change
+// was refused.
+func lendWrite(full string, change func() error) error {
+	st, err := os.Lstat(full)
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", full)
+	}
+	err = change()
+	mode := st.Mode().Perm()
+	if !errors.Is(err, os.ErrPermission) || mode&0200 != 0 {
+		return err
+	}
+	if err := os.Chmod(full, mode|0200); err != nil {
+		return err
+	}
+	err = change()
+	if cerr := os.Chmod(full, mode); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // file checks a file's header and every block, reading 256 blocks at a
@@ -308,17 +426,5 @@ func NewRoot(backing string) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(filepath.Join(backing, DirIVFile), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o440)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(iv); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return writeSynced(filepath.Join(backing, DirIVFile), os.O_CREATE|os.O_EXCL, 0o440, iv)
 }

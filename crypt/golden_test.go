@@ -190,7 +190,7 @@ func TestGolden(t *testing.T) {
 		t.Errorf("golden tree decrypts to\n%s\nwant\n%s", gj, wj)
 	}
 	// fsck finds nothing wrong with it.
-	st, err := crypt.Fsck(backing, keys, func(p crypt.Problem) { t.Errorf("fsck: %s", p) })
+	st, err := crypt.Fsck(backing, keys, crypt.FsckOptions{}, func(p crypt.Problem) { t.Errorf("fsck: %s", p) })
 	must(t, err)
 	if st.Files != 5+1 || st.Symlinks != 2 || st.Dirs != 3 {
 		t.Errorf("fsck counted %+v", st)

@@ -251,7 +251,7 @@ func TestGoldenXattr(t *testing.T) {
 	if n != 7 {
 		t.Errorf("%d stored attributes, want 7", n)
 	}
-	fst, err := crypt.Fsck(backing, keys, func(p crypt.Problem) { t.Errorf("fsck: %s", p) })
+	fst, err := crypt.Fsck(backing, keys, crypt.FsckOptions{}, func(p crypt.Problem) { t.Errorf("fsck: %s", p) })
 	must(t, err)
 	if fst.Xattrs != 7 || fst.Files != 1 || fst.Dirs != 2 || fst.Symlinks != 1 {
 		t.Errorf("fsck counted %+v", fst)

@@ -20,15 +20,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// testKeys are made once: every mount of the tests uses the same master
-// key, so a second mount over the same backing dir reads the first's files.
-var testKeys = sync.OnceValue(func() *crypt.Keys {
-	_, k, err := crypt.NewConfig([]byte("test passphrase"), crypt.MinScryptLogN)
+// testPassphrase wraps the tests' master key in testConfig.
+const testPassphrase = "test passphrase"
+
+// testConfig and testKeys are made once: every mount of the tests uses the
+// same master key, so a second mount over the same backing dir reads the
+// first's files.
+var testConfig = sync.OnceValues(func() (*crypt.Config, *crypt.Keys) {
+	cfg, k, err := crypt.NewConfig([]byte(testPassphrase), crypt.MinScryptLogN)
 	if err != nil {
 		panic(err)
 	}
-	return k
+	return cfg, k
 })
+
+func testKeys() *crypt.Keys { _, k := testConfig(); return k }
 
 // cryptStack is a conformance.StackFunc: passthrough + crypt.
 func cryptStack(t testing.TB, backing string) *layer.Stack {

@@ -3,7 +3,6 @@ package crypt
 import (
 	"bytes"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync/atomic"
 	"syscall"
@@ -196,25 +195,7 @@ func TestWriteSmallUnprivileged(t *testing.T) {
 		}
 		return
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to run a child as another user")
-	}
 	dir := t.TempDir()
-	// Let nobody reach the directory (made 0700 by the testing package up
-	// to TMPDIR) and run the test binary from it.
-	for d := dir; d != "/" && d != filepath.Clean(os.TempDir()); d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	bin, err := os.ReadFile(os.Args[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	exe := filepath.Join(dir, "crypt.test")
-	if err := os.WriteFile(exe, bin, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	backing := filepath.Join(dir, "backing")
 	if err := os.Mkdir(backing, 0o700); err != nil {
 		t.Fatal(err)
@@ -222,12 +203,7 @@ func TestWriteSmallUnprivileged(t *testing.T) {
 	if err := os.Chown(backing, 65534, 65534); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(exe, "-test.run=^TestWriteSmallUnprivileged$", "-test.v")
-	cmd.Env = append(os.Environ(), env+"="+backing)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("child as nobody: %v\n%s", err, out)
-	}
+	AsNobody(t, "^TestWriteSmallUnprivileged$", env, backing, dir)
 	var st unix.Stat_t
 	if err := unix.Lstat(filepath.Join(backing, "iv"), &st); err != nil {
 		t.Fatal(err)

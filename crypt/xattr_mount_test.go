@@ -422,7 +422,7 @@ func TestXattrDamage(t *testing.T) {
 	}
 
 	var problems []string
-	st, err := crypt.Fsck(backing, keys, func(p crypt.Problem) { problems = append(problems, p.String()) })
+	st, err := crypt.Fsck(backing, keys, crypt.FsckOptions{}, func(p crypt.Problem) { problems = append(problems, p.String()) })
 	must(t, err)
 	if st.Xattrs != 8 || st.Problems != 6 || len(problems) != 6 {
 		t.Errorf("fsck: %+v\n%s", st, strings.Join(problems, "\n"))
@@ -503,7 +503,7 @@ func TestXattrOldTree(t *testing.T) {
 		t.Errorf("through the mount: %q %v", got, err)
 	}
 	must(t, unix.Setxattr(mnt+"/f", xattrName(255, "x"), nil, 0))
-	st, err := crypt.Fsck(backing, keys, func(p crypt.Problem) { t.Errorf("fsck: %s", p) })
+	st, err := crypt.Fsck(backing, keys, crypt.FsckOptions{}, func(p crypt.Problem) { t.Errorf("fsck: %s", p) })
 	must(t, err)
 	if st.Xattrs != 0 {
 		t.Errorf("fsck checked %d xattrs of a tree that does not encrypt them", st.Xattrs)

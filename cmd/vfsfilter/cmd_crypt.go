@@ -24,7 +24,14 @@ var cmdCrypt = &command{
   crypt fsck BACKING     check every directory IV, name, symlink target, file
                          header and block, and list what is damaged. Exits 1
                          when anything is. Run it on an unmounted BACKING (a
-                         mounted one may be changing under it).
+                         mounted one may be changing under it). With
+                         --repair it also undoes what can be undone without
+                         losing anything: a directory IV or long-name file
+                         whose content a reset lost is rewritten from its
+                         journaled copy (an xattr), and a damaged copy from
+                         the content; it then exits 0 if nothing else is
+                         damaged. Damaged blocks, names and headers are
+                         only reported.
 
 A wrong passphrase exits with status 8.`,
 	setup: func(fs *pflag.FlagSet) func(*env, []string) error {
@@ -32,6 +39,7 @@ A wrong passphrase exits with status 8.`,
 		old.addFlags(fs)
 		nw.addFlagsNamed(fs, "new-passfile", "new-extpass", "the new passphrase (passwd)")
 		logN := fs.Int("scrypt-logn", 0, "passwd: scrypt cost of the new wrapping, log2 of N (default: keep the current)")
+		repair := fs.Bool("repair", false, "fsck: repair what can be repaired without loss (see above)")
 		return func(e *env, args []string) error {
 			if len(args) != 2 || (args[0] != "passwd" && args[0] != "fsck") {
 				return usageErrorf("crypt needs a sub-command (passwd or fsck) and BACKING")
@@ -50,9 +58,12 @@ A wrong passphrase exits with status 8.`,
 				return err
 			}
 			if args[0] == "passwd" {
+				if *repair {
+					return usageErrorf("--repair is for fsck")
+				}
 				return cryptPasswd(e, backing, s, cfg, &old, &nw, *logN)
 			}
-			return cryptFsck(e, backing, cfg, &old)
+			return cryptFsck(e, backing, cfg, &old, crypt.FsckOptions{Repair: *repair})
 		}
 	},
 }
@@ -92,7 +103,7 @@ func cryptPasswd(e *env, backing string, s *settings.Settings, cfg *crypt.Config
 	return nil
 }
 
-func cryptFsck(e *env, backing string, cfg *crypt.Config, sf *secretFlags) error {
+func cryptFsck(e *env, backing string, cfg *crypt.Config, sf *secretFlags, opts crypt.FsckOptions) error {
 	pass, err := sf.read("Password: ", false)
 	if err != nil {
 		return err
@@ -106,7 +117,7 @@ func cryptFsck(e *env, backing string, cfg *crypt.Config, sf *secretFlags) error
 	if _, err := os.Stat(backing); err != nil {
 		return withCode(ExitBacking, err)
 	}
-	st, err := crypt.Fsck(backing, keys, func(p crypt.Problem) {
+	st, err := crypt.Fsck(backing, keys, opts, func(p crypt.Problem) {
 		fmt.Fprintln(e.stdout, p.String())
 	})
 	if err != nil {
@@ -116,9 +127,13 @@ func cryptFsck(e *env, backing string, cfg *crypt.Config, sf *secretFlags) error
 	if st.Xattrs > 0 {
 		xattrs = fmt.Sprintf(", %d encrypted xattrs", st.Xattrs)
 	}
-	fmt.Fprintf(e.stdout, "checked %d directories, %d files (%d blocks), %d symlinks%s: %d problems\n", st.Dirs, st.Files, st.Blocks, st.Symlinks, xattrs, st.Problems)
-	if st.Problems > 0 {
-		return errorf(ExitFailure, "%s is damaged: %d problems", backing, st.Problems)
+	repaired := ""
+	if opts.Repair {
+		repaired = fmt.Sprintf(", %d repaired", st.Repaired)
+	}
+	fmt.Fprintf(e.stdout, "checked %d directories, %d files (%d blocks), %d symlinks%s: %d problems%s\n", st.Dirs, st.Files, st.Blocks, st.Symlinks, xattrs, st.Problems, repaired)
+	if left := st.Problems - st.Repaired; left > 0 {
+		return errorf(ExitFailure, "%s is damaged: %d problems", backing, left)
 	}
 	return nil
 }
