@@ -237,7 +237,7 @@ func (k *fsck) small(cpath, plain, what string, valid func([]byte) bool) ([]byte
 // rewriteSmall puts data, the journaled copy of the small file at full,
 // back as its content, in place: the inode keeps its copy, so a crash
 // halfway leaves what the mount reads as it was. The file is read-only
-// (0440); without CAP_DAC_OVERRIDE its owner lends itself write
+// (0440 or 0400); without CAP_DAC_OVERRIDE its owner lends itself write
 // permission for the write, as the mount does for the copy.
 func rewriteSmall(full string, data []byte) error {
 	return lendWrite(full, func() error {
