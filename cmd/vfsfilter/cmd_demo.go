@@ -312,6 +312,7 @@ func runDemo(e *env, debug bool) (err error) {
 	// unmounts and cleans up.
 	signal.Ignore(syscall.SIGPIPE)
 	defer signal.Stop(sigs)
+	raiseProcs()
 	d.srv, err = layer.Mount(d.mnt, d.stack, layer.MountOptions{Debug: debug, Logger: d.log, FsName: "vfsfilter-demo"})
 	if err != nil {
 		d.stack.Close()

@@ -220,6 +220,8 @@ func runMount(e *env, cfg *mountConfig) error {
 		return fmt.Errorf("interrupted by %v before mounting", sig)
 	default:
 	}
+	// Before the server is made: go-fuse sizes its readers by it.
+	raiseProcs()
 	opts := mountOptions(cfg, logger)
 	opts.WritebackCache = sc.WritebackCache
 	if opts.FsName == "" {
