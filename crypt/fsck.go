@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/vfsfilter/vfsfilter/internal/durable"
 	"golang.org/x/sys/unix"
 )
 
@@ -252,15 +253,7 @@ func writeSynced(path string, flag int, perm os.FileMode, data []byte) error {
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return durable.WriteClose(f, data)
 }
 
 // recopySmall sets the journaled copy of the small file at full from its

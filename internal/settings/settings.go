@@ -16,6 +16,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/vfsfilter/vfsfilter/internal/durable"
 )
 
 // Dir is the name of the stack's directory in the backing root. Every stack
@@ -129,15 +131,7 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 		f.Close()
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
+	if err := durable.WriteClose(f, data); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, path); err != nil {
