@@ -358,17 +358,25 @@ func (f *Filter) emptyDir(c *layer.Call, cpath string) layer.Errno {
 	return 0
 }
 
-// dropIV removes the IV file of the empty ciphertext directory cpath so
-// that it can be removed or replaced, and returns a function that puts
-// the IV back if that fails. The kernel holds the directory's lock during
-// rmdir and rename, so nothing can be created in it meanwhile.
-func (f *Filter) dropIV(c *layer.Call, cpath string) (restore func(), errno layer.Errno) {
+// dropIV removes the IV file of the empty ciphertext directory cpath (the
+// plaintext directory plain) so that it can be removed or replaced, and
+// returns a function that puts the IV back if that fails. The kernel holds
+// the directory's lock during rmdir and rename, so nothing can be created
+// in it meanwhile.
+//
+// The IV to put back is the cached one where there is one: the directory
+// has usually just been listed (rm -rf) and so resolved. Reading it again
+// would cost a request below per removed directory, and as the directory
+// holds no entry no name depends on the IV yet.
+func (f *Filter) dropIV(c *layer.Call, plain, cpath string) (restore func(), errno layer.Errno) {
 	if errno := f.emptyDir(c, cpath); errno != 0 {
 		return nil, errno
 	}
 	ic := layer.InternalCall(c.Context)
-	iv, errno := f.readIV(c, cpath)
-	if errno != 0 {
+	var iv []byte
+	if d, ok := f.dirs.get(plain); ok && d.cpath == cpath {
+		iv = d.iv
+	} else if iv, errno = f.readIV(c, cpath); errno != 0 {
 		return nil, errno
 	}
 	if errno := f.att.Below.Do(ic, &layer.UnlinkOp{Path: join(cpath, DirIVFile)}); errno != 0 && errno != syscall.ENOENT {
@@ -386,7 +394,7 @@ func (f *Filter) rmdir(c *layer.Call, op *layer.RmdirOp) (layer.Status, layer.Er
 	if errno != 0 {
 		return done, errno
 	}
-	restore, errno := f.dropIV(c, e.cpath)
+	restore, errno := f.dropIV(c, op.Path, e.cpath)
 	if errno != 0 {
 		return done, errno
 	}
@@ -453,7 +461,7 @@ func (f *Filter) rename(c *layer.Call, op *layer.RenameOp) (layer.Status, layer.
 		if f.att.Below.Do(ic, src) == 0 && src.Out.Mode&syscall.S_IFMT == syscall.S_IFDIR &&
 			f.att.Below.Do(ic, dst) == 0 && dst.Out.Mode&syscall.S_IFMT == syscall.S_IFDIR &&
 			op.Flags&unix_RENAME_NOREPLACE == 0 {
-			if restore, errno = f.dropIV(c, ne.cpath); errno != 0 {
+			if restore, errno = f.dropIV(c, op.NewPath, ne.cpath); errno != 0 {
 				return done, errno
 			}
 		}

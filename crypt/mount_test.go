@@ -372,6 +372,83 @@ func TestDirRenameKeepsContents(t *testing.T) {
 	}
 }
 
+// TestRmdirFailureRestoresIV: crypt removes an empty directory's IV file
+// before the rmdir below (a directory holding it is not empty); when that
+// rmdir then fails, the same IV comes back, with its journaled copy. Both
+// ways of knowing the IV are covered: from crypt's cache (the directory
+// was listed first, as rm -rf does) and read again (a mount that has not
+// seen the directory yet).
+func TestRmdirFailureRestoresIV(t *testing.T) {
+	backing := t.TempDir()
+	keys := testKeys()
+	mnt := mountKeys(t, backing, keys, layer.MountOptions{}, nil)
+	must(t, os.MkdirAll(mnt+"/p/d", 0o755))
+	cp := cpath(t, backing, keys, "p")
+	ents, err := os.ReadDir(cp)
+	must(t, err)
+	var cd string
+	for _, e := range ents {
+		if e.IsDir() {
+			cd = filepath.Join(cp, e.Name())
+		}
+	}
+	if cd == "" {
+		t.Fatalf("no ciphertext directory below %s", cp)
+	}
+	ivFile := filepath.Join(cd, crypt.DirIVFile)
+	iv, err := os.ReadFile(ivFile)
+	must(t, err)
+
+	// An immutable parent refuses the rmdir below, to root as well, but
+	// not the removal of the IV file inside the directory.
+	setImmutable(t, cp, true)
+	t.Cleanup(func() { setImmutable(t, cp, false) })
+	check := func(how, root string) {
+		t.Helper()
+		wantErrno(t, unix.Rmdir(root+"/p/d"), syscall.EPERM, how+": rmdir under an immutable parent")
+		if got, err := os.ReadFile(ivFile); err != nil || !bytes.Equal(got, iv) {
+			t.Errorf("%s: IV file after the failed rmdir: %x %v, want %x", how, got, err, iv)
+		}
+		if got, err := getx(ivFile, crypt.CopyXattr, -1); err != nil || !bytes.Equal(got, iv) {
+			t.Errorf("%s: IV copy after the failed rmdir: %x %v, want %x", how, got, err, iv)
+		}
+	}
+	_, err = os.ReadDir(mnt + "/p/d")
+	must(t, err)
+	check("cached", mnt)
+	check("read again", mountKeys(t, backing, keys, layer.MountOptions{}, nil))
+
+	// The directory still works, and goes once the parent lets it.
+	must(t, os.WriteFile(mnt+"/p/d/f", []byte("x"), 0o644))
+	if got, err := os.ReadFile(mnt + "/p/d/f"); err != nil || string(got) != "x" {
+		t.Errorf("file in the directory: %q %v", got, err)
+	}
+	must(t, os.Remove(mnt+"/p/d/f"))
+	setImmutable(t, cp, false)
+	must(t, unix.Rmdir(mnt+"/p/d"))
+	if _, err := os.Stat(cd); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("ciphertext directory after rmdir: %v", err)
+	}
+}
+
+// setImmutable sets or clears FS_IMMUTABLE_FL (<linux/fs.h>) on the
+// directory dir.
+func setImmutable(t *testing.T, dir string, on bool) {
+	t.Helper()
+	const immutable = 0x10 // FS_IMMUTABLE_FL
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	must(t, err)
+	defer unix.Close(fd)
+	flags, err := unix.IoctlGetInt(fd, unix.FS_IOC_GETFLAGS)
+	must(t, err)
+	if on {
+		flags |= immutable
+	} else {
+		flags &^= immutable
+	}
+	must(t, unix.IoctlSetPointerInt(fd, unix.FS_IOC_SETFLAGS, flags))
+}
+
 // TestWrongKey: a tree written with one key shows nothing readable with
 // another (names do not decrypt, so the listing is empty).
 func TestWrongKey(t *testing.T) {
