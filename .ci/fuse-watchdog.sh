@@ -6,8 +6,8 @@
 # -timeout panic say, with files still open on one of those mounts. Closing
 # the files during the exit sends FLUSH to the process's own connection,
 # which nobody reads any more, and the kernel waits for that answer
-# uninterruptibly (FLUSH is a forced request). The process then sits in D
-# state for good, go test waits for it and never prints the panic's
+# whatever the signals (FLUSH is a forced request). The process never
+# finishes its exit, go test waits for it and never prints the panic's
 # goroutine dump, and CI hangs without a word. SIGKILL does not help;
 # aborting the connection does.
 #
