@@ -7,6 +7,7 @@
 #
 #   bench/crypt.sh [--size-mib N] [--runs N] [--out FILE] [--fs image|dir]
 #
+# Ratios pair the configurations round by round (see pair).
 # Needs root (mounts, drop_caches) and gocryptfs (.ci/setup-crypt.sh).
 # Workloads: sequential write of SIZE MiB (dd bs=1M, fsync), sequential
 # read cold (after remount and drop_caches) and warm (a second read, page
@@ -21,7 +22,7 @@ set -euo pipefail
 export LC_ALL=C
 
 size=512
-runs=3
+runs=5
 out=""
 fs=image
 while [ $# -gt 0 ]; do
@@ -30,7 +31,7 @@ while [ $# -gt 0 ]; do
 	--runs) runs=$2; shift 2 ;;
 	--out) out=$2; shift 2 ;;
 	--fs) fs=$2; shift 2 ;;
-	-h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,20p' "$0"; exit 0 ;;
 	*) echo "crypt.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -146,26 +147,47 @@ for r in $(seq "$runs"); do
 	done
 done
 
+# pair A B: per-round speed ratios of configuration B against A (A's time
+# over B's, so >1 means B is faster), one per line. The configurations of a
+# round run minutes apart at most, so pairing them by round cancels the
+# drift of a shared machine's speed between rounds, which a ratio of two
+# medians taken over all rounds does not.
+pair() { # workload A B
+	paste -d' ' <(echo "${res[$2,$1]}" | tr ' ' '\n' | grep .) <(echo "${res[$3,$1]}" | tr ' ' '\n' | grep .) |
+		awk '$2 > 0 {printf "%.4f\n", $1 / $2}'
+}
+# pstat TARGET: median, min, max of the ratios on stdin and how many reach
+# TARGET, as "median min max hits n".
+pstat() {
+	sort -g | awk -v t="$1" '{a[NR]=$1; if ($1 >= t) h++} END{printf "%s %s %s %d %d", a[int((NR+1)/2)], a[1], a[NR], h, NR}'
+}
+declare -A target=([seqwrite]=1.3 [seqread-cold]=1.5 [seqread-warm]=5 [untar]=1 [ls-lR]=1 [rm-rf]=1)
+
 report() {
-	echo "crypt benchmark: vfsfilter crypt vs $(gocryptfs -version | head -1 | cut -d';' -f1), ext4 and vfsfilter's passthrough; $size MiB file, untar of $nfiles entries; median of $runs (spread max/min-1 of vfsfilter crypt); on $fsdesc; $(nproc) cores, kernel $(uname -r)"
+	echo "crypt benchmark: vfsfilter crypt vs $(gocryptfs -version | head -1 | cut -d';' -f1), ext4 and vfsfilter's passthrough; $size MiB file, untar of $nfiles entries; $runs rounds (spread max/min-1 of vfsfilter crypt); on $fsdesc; $(nproc) cores, kernel $(uname -r)"
 	echo
-	echo "| workload | ext4 | passthrough | gocryptfs | vfsfilter crypt | spread | **vs gocryptfs** | vs ext4 | vs passthrough | crypt --no-notify | its vs gocryptfs |"
-	echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+	echo "| workload | ext4 | passthrough | gocryptfs | vfsfilter crypt | spread | **vs gocryptfs** | rounds (min-max) | target, rounds at it | vs ext4 | vs passthrough | crypt --no-notify | its vs gocryptfs |"
+	echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 	for w in seqwrite seqread-cold seqread-warm untar ls-lR rm-rf; do
-		local n p g v sp x
+		local n p g v sp x gs ns ps xs
 		n=$(echo "${res[nat,$w]}" | median)
 		p=$(echo "${res[pt,$w]}" | median)
 		g=$(echo "${res[gcf,$w]}" | median)
 		v=$(echo "${res[vfs,$w]}" | median)
 		x=$(echo "${res[vnn,$w]}" | median)
 		sp=$(echo "${res[vfs,$w]}" | spread)
-		# Ratios are speed ratios: the other's time over vfsfilter crypt's.
-		case $w in
-		seq*) awk -v n="$n" -v p="$p" -v g="$g" -v v="$v" -v x="$x" -v s="$size" -v w="$w" -v sp="$sp" 'BEGIN{m=s*1.048576; printf "| %s | %.0f MB/s | %.0f MB/s | %.0f MB/s | %.0f MB/s | %s | **%.2fx** | %.2fx | %.2fx | %.0f MB/s | %.2fx |\n", w, m/n, m/p, m/g, m/v, sp, g/v, n/v, p/v, m/x, g/x}' ;;
-		*) awk -v n="$n" -v p="$p" -v g="$g" -v v="$v" -v x="$x" -v w="$w" -v sp="$sp" 'BEGIN{printf "| %s | %.2f s | %.2f s | %.2f s | %.2f s | %s | **%.2fx** | %.2fx | %.2fx | %.2f s | %.2fx |\n", w, n, p, g, v, sp, g/v, n/v, p/v, x, g/x}' ;;
-		esac
+		gs=$(pair "$w" gcf vfs | pstat "${target[$w]}")
+		ns=$(pair "$w" nat vfs | pstat 0)
+		ps=$(pair "$w" pt vfs | pstat 0)
+		xs=$(pair "$w" gcf vnn | pstat 0)
+		awk -v n="$n" -v p="$p" -v g="$g" -v v="$v" -v x="$x" -v s="$size" -v w="$w" -v sp="$sp" \
+			-v gs="$gs" -v ns="$ns" -v ps="$ps" -v xs="$xs" -v tg="${target[$w]}" 'BEGIN{
+			split(gs, G, " "); split(ns, N, " "); split(ps, P, " "); split(xs, X, " ")
+			if (w ~ /^seq/) { m = s * 1.048576; f = "%.0f MB/s"; n = m/n; p = m/p; g = m/g; v = m/v; x = m/x } else f = "%.2f s"
+			printf "| %s | " f " | " f " | " f " | " f " | %s | **%.2fx** | %.2f-%.2fx | %sx: %d/%d | %.2fx | %.2fx | " f " | %.2fx |\n",
+				w, n, p, g, v, sp, G[1], G[2], G[3], tg, G[4], G[5], N[1], P[1], x, X[1]}'
 	done
 	echo
-	echo "Ratios are speeds relative to vfsfilter crypt's (>1: vfsfilter crypt is faster); the last column is the same for crypt mounted with --no-notify, which gocryptfs's feature set matches. Targets (issue 4): write >= 1.3x gocryptfs, cold read >= 1.5x, warm read >= 5x, metadata (untar, ls -lR, rm -rf) >= 1.0x."
+	echo "Ratios are speed ratios against vfsfilter crypt (>1: vfsfilter crypt is faster), each the median of the per-round ratios: every configuration runs once per round, in turn, so a round's ratios compare runs made minutes apart (the throughputs and times shown are medians over all rounds). The last column is the same for crypt mounted with --no-notify, which gocryptfs's feature set matches. Targets (issue 4): write >= 1.3x gocryptfs, cold read >= 1.5x, warm read >= 5x, metadata (untar, ls -lR, rm -rf) >= 1.0x."
 }
 report | tee ${out:+"$out"}
