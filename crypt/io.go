@@ -239,7 +239,7 @@ func (f *Filter) postRelease(c *layer.Call, op *layer.ReleaseOp, errno layer.Err
 }
 
 // ioBufSize holds the ciphertext of the largest request the kernel sends
-// (1 MiB, the mount's max_write and read-ahead) plus a header and a block
+// (1 MiB, the mount's max_write and max_pages) plus a header and a block
 // on either side.
 func (f *Filter) ioBufSize() int {
 	return HeaderLen + int((1<<20/f.content.bs+2)*f.content.cbs)
