@@ -47,12 +47,13 @@ func buildCrypt(sc *stackContext) (layer.Filter, error) {
 // the mount's MaxReadAhead (layer.Mount) asks for, so a sequential read
 // would cost a READ, a read below and a decryption per 128 KiB; 1 MiB
 // READs cost the daemon about a tenth less CPU and time. The window is two
-// such READs (a READ is at most 1 MiB, the mount's max_pages), so that the
-// kernel has the next READ in flight while the daemon answers one and both
-// cores decrypt: when the daemon's CPU is the limit this reads about 9%
-// faster than a 1 MiB window (cold, from an ext4 image in RAM, median of 10
-// paired rounds); from a disk it made no difference (1.01x). Larger windows
-// send the reads below out of order and did not read faster.
+// such READs (a READ is at most 1 MiB, the mount's max_pages): with one,
+// the kernel sends the next READ only once the reader reaches the current
+// one, so the daemon never works on two at once. When the daemon's CPU is
+// the limit, two read about 9% faster (cold, from an ext4 image in RAM,
+// median of 10 paired rounds); from a disk it made no difference (1.01x).
+// Larger windows send the reads below out of order and did not read
+// faster.
 const cryptReadAheadKiB = 2048
 
 // raiseReadAhead sets the mount's read-ahead (its backing device info in
