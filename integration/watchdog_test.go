@@ -11,15 +11,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vfsfilter/vfsfilter/internal/fusectl"
 	"golang.org/x/sys/unix"
 )
 
-// TestCIWatchdogEndsStuckExit runs .ci/fuse-watchdog.sh against the hang
-// it is there for: a process that serves its own FUSE mount exits with a
-// file open on it, and its exit waits for a FLUSH that nobody will answer.
-// The process must be seen stuck before the watchdog starts, and must
-// finish its exit once the watchdog has aborted the connection.
-func TestCIWatchdogEndsStuckExit(t *testing.T) {
+// stuckProcess is a hangexit process stuck in its exit on its own mount.
+type stuckProcess struct {
+	dir, mnt string
+	cmd      *exec.Cmd
+	out      *syncBuffer
+	exit     chan error // hangexit's exit status, once it has exited
+	exited   bool       // exit was read (by the test's goroutine only)
+}
+
+// startStuck starts hangexit and waits until it is stuck in its exit: it
+// serves its own FUSE mount and exits with a file open on it, and its
+// exit waits for a FLUSH that nobody will answer. Whatever the test does,
+// the process is not left stuck at its end.
+func startStuck(t *testing.T) *stuckProcess {
 	requireFUSE(t)
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "hangexit")
@@ -36,39 +45,68 @@ func TestCIWatchdogEndsStuckExit(t *testing.T) {
 	// unserved mount would hang the test itself).
 	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
 
-	var out syncBuffer
-	hang := exec.Command(bin, backing, mnt)
-	hang.Stdout, hang.Stderr = &out, &out
-	if err := hang.Start(); err != nil {
+	p := &stuckProcess{dir: dir, mnt: mnt, out: &syncBuffer{}, exit: make(chan error, 1)}
+	p.cmd = exec.Command(bin, backing, mnt)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- hang.Wait() }()
-	exited := false
-	// Whatever happens below, do not leave the process stuck.
-	defer func() {
-		if !exited {
-			abortConn(t, mnt)
-			<-done
+	go func() { p.exit <- p.cmd.Wait() }()
+	// Whatever happens, do not leave the process stuck; bounded, so that
+	// a failed abort is reported rather than waited for until go test's
+	// timeout.
+	t.Cleanup(func() {
+		if p.exited {
+			return
 		}
-	}()
+		abortConn(t, mnt)
+		select {
+		case <-p.exit:
+		case <-time.After(30 * time.Second):
+			t.Errorf("hangexit (pid %d) is still stuck after its connection was aborted", p.cmd.Process.Pid)
+		}
+	})
 
 	// Wait until the process is stuck in its exit, or has exited (which
 	// would mean the hang did not happen and the test proves nothing).
-	for !stuckExiting(hang.Process.Pid) {
+	for !stuckExiting(p.cmd.Process.Pid) {
 		select {
-		case err := <-done:
-			exited = true
-			t.Fatalf("hangexit exited by itself (%v), so the hang was not reproduced:\n%s", err, out.String())
+		case err := <-p.exit:
+			p.exited = true
+			t.Fatalf("hangexit exited by itself (%v), so the hang was not reproduced:\n%s", err, p.out.String())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	if !strings.Contains(out.String(), "ready") {
-		t.Fatalf("hangexit is stuck before opening its file:\n%s", out.String())
+	if !strings.Contains(p.out.String(), "ready") {
+		t.Fatalf("hangexit is stuck before opening its file:\n%s", p.out.String())
 	}
+	return p
+}
 
+// waitExit waits for the stuck process to finish its exit, at most two
+// minutes (a generous bound for a loaded machine), and says whether it did.
+func (p *stuckProcess) waitExit(t *testing.T) bool {
+	t.Helper()
+	select {
+	case err := <-p.exit:
+		p.exited = true
+		if err != nil {
+			t.Errorf("hangexit: %v\n%s", err, p.out.String())
+		}
+		return true
+	case <-time.After(2 * time.Minute):
+		return false
+	}
+}
+
+// TestCIWatchdogEndsStuckExit runs .ci/fuse-watchdog.sh against the hang
+// it is there for. The process must be seen stuck before the watchdog
+// starts, and must finish its exit once the watchdog has aborted the
+// connection.
+func TestCIWatchdogEndsStuckExit(t *testing.T) {
+	p := startStuck(t)
 	var wdOut syncBuffer
-	wd := exec.Command("bash", "../.ci/fuse-watchdog.sh", dir, fmt.Sprint(os.Getpid()))
+	wd := exec.Command("bash", "../.ci/fuse-watchdog.sh", p.dir, fmt.Sprint(os.Getpid()))
 	wd.Env = append(os.Environ(), "WATCHDOG_INTERVAL=1")
 	wd.Stdout, wd.Stderr = &wdOut, &wdOut
 	wd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -79,20 +117,47 @@ func TestCIWatchdogEndsStuckExit(t *testing.T) {
 		syscall.Kill(-wd.Process.Pid, syscall.SIGKILL)
 		wd.Wait()
 	}()
-
-	// A generous bound for two of the watchdog's one-second checks on a
-	// loaded machine; past it the test aborts the connection itself.
-	select {
-	case err := <-done:
-		exited = true
-		if err != nil {
-			t.Errorf("hangexit: %v\n%s", err, out.String())
-		}
-	case <-time.After(2 * time.Minute):
+	if !p.waitExit(t) {
 		t.Fatalf("the watchdog did not end the stuck exit; its output:\n%s", wdOut.String())
 	}
 	if !wdOut.waitFor("aborting connection", 10*time.Second) {
 		t.Errorf("the watchdog did not say what it did; its output:\n%s", wdOut.String())
+	}
+}
+
+// TestUnmountEndsStuckDaemon: "vfsfilter unmount" of a mount whose daemon
+// is stuck in its exit (killed with a file open on its own mount) aborts
+// the connection, so the daemon finishes dying, and removes the mount.
+// It must work where fusectl is not mounted, as on many CI machines and
+// containers.
+func TestUnmountEndsStuckDaemon(t *testing.T) {
+	p := startStuck(t)
+	var stderr syncBuffer
+	un := command(t, "unmount", p.mnt)
+	un.Stderr = &stderr
+	if err := un.Start(); err != nil {
+		t.Fatal(err)
+	}
+	unDone := make(chan error, 1)
+	go func() { unDone <- un.Wait() }()
+	select {
+	case err := <-unDone:
+		if err != nil {
+			t.Fatalf("unmount: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(time.Minute):
+		// Touching the unserved mount hangs; the cleanup's abort
+		// ends it.
+		t.Fatalf("unmount hangs on the mount of a stuck daemon; it said:\n%s", stderr.String())
+	}
+	if strings.Contains(stderr.String(), "could not be aborted") {
+		t.Errorf("unmount could not abort the connection:\n%s", stderr.String())
+	}
+	if !p.waitExit(t) {
+		t.Fatalf("the daemon is still stuck in its exit after unmount; unmount said:\n%s", stderr.String())
+	}
+	if isMounted(p.mnt) {
+		t.Errorf("%s is still mounted", p.mnt)
 	}
 }
 
@@ -132,7 +197,7 @@ func abortConn(t *testing.T, mnt string) {
 		fields := strings.Fields(sc.Text())
 		if len(fields) > 4 && unescapeOctal(fields[4]) == mnt {
 			_, minor, _ := strings.Cut(fields[2], ":")
-			if err := os.WriteFile("/sys/fs/fuse/connections/"+minor+"/abort", []byte("1"), 0); err != nil {
+			if err := fusectl.Abort(minor); err != nil {
 				t.Error(err)
 			}
 			return

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/vfsfilter/vfsfilter/internal/control"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"github.com/vfsfilter/vfsfilter/internal/control"
+	"github.com/vfsfilter/vfsfilter/internal/fusectl"
 	"golang.org/x/sys/unix"
 )
 
@@ -44,13 +46,13 @@ only for the user's own mounts.`,
 }
 
 func unmountCommand(e *env, path string, lazy bool) error {
-	mnt, err := resolveMountpoint(path)
-	if err != nil {
-		return errorf(ExitMountpoint, "mountpoint %s: %v", path, err)
-	}
 	mounts, err := readMounts()
 	if err != nil {
 		return fmt.Errorf("reading the mount table: %w", err)
+	}
+	mnt, err := resolveMountpoint(path, mounts)
+	if err != nil {
+		return errorf(ExitMountpoint, "mountpoint %s: %v", path, err)
 	}
 	m, ok := mountAt(mounts, mnt)
 	if !ok {
@@ -66,7 +68,9 @@ func unmountCommand(e *env, path string, lazy bool) error {
 			return errorf(ExitPrivilege, "%s was mounted by uid %d; only that user or root can unmount it", path, owner)
 		}
 	}
-	abortDeadConnection(m)
+	if err := abortDeadConnection(m); err != nil {
+		fmt.Fprintf(e.stderr, "vfsfilter: warning: the daemon of %s is gone but its connection could not be aborted (%v); processes using the mount may hang until it is\n", path, err)
+	}
 	wasLazy, err := unmountFUSE(mnt, lazy)
 	if err != nil {
 		return err
@@ -103,37 +107,51 @@ func waitDaemonGone(mnt string, d time.Duration) {
 // waits for a FLUSH reply only it could give, and everything that touches
 // the mount hangs with it. Aborting the connection (fusectl) fails those
 // requests at once. A live daemon always answers, so it is never aborted,
-// and other FUSE file systems are left alone.
-func abortDeadConnection(m mountEntry) {
+// and other FUSE file systems are left alone. A connection that is gone
+// already is not an error.
+func abortDeadConnection(m mountEntry) error {
 	if m.FSType != "fuse.vfsfilter" || !canMountDirectly() {
-		return
+		return nil
 	}
 	if c, err := control.Dial(control.SocketPath(m.MountPoint)); err == nil && c != nil {
-		return
+		return nil
 	}
 	_, minor, ok := strings.Cut(m.Dev, ":")
 	if !ok {
-		return
+		return nil
 	}
-	os.WriteFile("/sys/fs/fuse/connections/"+minor+"/abort", []byte("1"), 0)
+	if err := fusectl.Abort(minor); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // resolveMountpoint makes path absolute and resolves symlinks as the kernel
-// did when it recorded the mount. The last component is not resolved when
-// that fails: on a mount whose daemon died, even lstat says ENOTCONN.
-func resolveMountpoint(path string) (string, error) {
+// did when it recorded the mount, touching the mount itself only when it
+// must. A mount whose daemon is stuck (killed while it had a file open on
+// its own mount) answers no request, so even a stat of the mountpoint
+// would hang unmount with it: the parent directory is resolved, and when
+// the last component then names a mount in mounts, that is the answer. Only
+// otherwise (a symlink to the mountpoint, say) is the whole path resolved;
+// when that fails the last component is kept as it is, since on a mount
+// whose daemon died even lstat says ENOTCONN.
+func resolveMountpoint(path string, mounts []mountEntry) (string, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return "", err
-	}
-	if real, err := filepath.EvalSymlinks(abs); err == nil {
-		return real, nil
 	}
 	dir, err := filepath.EvalSymlinks(filepath.Dir(abs))
 	if err != nil {
 		return "", unwrapPathError(err)
 	}
-	return filepath.Join(dir, filepath.Base(abs)), nil
+	joined := filepath.Join(dir, filepath.Base(abs))
+	if _, ok := mountAt(mounts, joined); ok {
+		return joined, nil
+	}
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		return real, nil
+	}
+	return joined, nil
 }
 
 // unmountFUSE unmounts the FUSE mount at mnt (absolute). With lazy it
