@@ -51,12 +51,12 @@ stuck_exiting() {
 # dir in the mount namespace of PID's thread TID (the zombie leader's own
 # mountinfo is gone).
 abort_under() {
-	local info=/proc/$1/task/$2/mountinfo
+	local info=/proc/$1/task/$2/mountinfo conns
 	[ -n "$(cat "$info" 2>/dev/null)" ] || info=/proc/self/mountinfo
 	# mountinfo: field 3 is MAJOR:MINOR (a FUSE connection is named by its
 	# minor), field 5 the mount point with \040-style escapes, and the file
 	# system type follows the " - " separator.
-	awk -v dir="$dir/" '{
+	conns=$(awk -v dir="$dir/" '{
 		for (i = 7; i <= NF && $i != "-"; i++) ;
 		if ($(i + 1) != "fuse.vfsfilter") next
 		mp = $5
@@ -65,12 +65,27 @@ abort_under() {
 			mp = substr(mp, 1, RSTART - 1) sprintf("%c", (substr(c,1,1)*64) + (substr(c,2,1)*8) + substr(c,3,1)) substr(mp, RSTART + 4)
 		}
 		if (index(mp "/", dir) == 1) { split($3, d, ":"); print d[2], mp }
-	}' "$info" 2>/dev/null | sort -u | while read -r conn mp; do
-		if [ -w "/sys/fs/fuse/connections/$conn/abort" ]; then
-			echo "fuse-watchdog: test process $1 is stuck exiting on its own FUSE mount; aborting connection $conn ($mp)" >&2
-			echo 1 >"/sys/fs/fuse/connections/$conn/abort" 2>/dev/null
-		fi
-	done
+	}' "$info" 2>/dev/null | sort -u)
+	[ -n "$conns" ] || return 0
+	while read -r conn mp; do
+		echo "fuse-watchdog: test process $1 is stuck exiting on its own FUSE mount; aborting connection $conn ($mp)" >&2
+		abort_conn "$conn" || echo "fuse-watchdog: could not abort connection $conn" >&2
+	done <<<"$conns"
+}
+
+# abort_conn CONN aborts FUSE connection CONN through fusectl. fusectl is
+# mounted at boot on most systems (systemd), but not on every machine
+# (containers, minimal VMs): there it is mounted where it belongs in a
+# mount namespace of the command's own, which ends with it, so nothing is
+# left mounted whatever happens (fusectl is one instance: every mount of it
+# shows all connections).
+abort_conn() {
+	local ctl=/sys/fs/fuse/connections
+	if [ "$(stat -f -c %t "$ctl" 2>/dev/null)" = 65735543 ]; then
+		echo 1 >"$ctl/$1/abort"
+	else
+		unshare -m --propagation private sh -c 'mount -t fusectl fusectl "$1" && echo 1 >"$1/$2/abort"' sh "$ctl" "$1"
+	fi
 }
 
 # Ended by a signal, take the pending sleep along.
