@@ -89,7 +89,11 @@
 //
 // A report judged by a stamp that finds no file, or another inode, under
 // its name is stale: it was queued before the removal or replacement,
-// whose own report follows.
+// whose own report follows. The stamp is read outside the source's lock,
+// so a report that finds the file changed is the daemon's when one of its
+// ops on the file (a rename among them: it moves ctime) began or ran
+// meanwhile; and a stamp taken before another op's change never replaces
+// that op's own (the later ctime wins).
 //
 // Nothing is lost silently: when the backing watch overflows (fanotify's
 // or inotify's queue), cannot place a change, or a subscriber reads too

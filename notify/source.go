@@ -88,6 +88,9 @@ type fileState struct {
 	pids     []uint32
 	handles  int // imprecise: every handle open through the source
 	inflight int // imprecise: changing ops between pre- and post-callback
+	// renaming (imprecise) counts the renames of the file in flight,
+	// which preRename counts in inflight too, and postRename takes back.
+	renaming int
 	// ops (imprecise) counts the daemon's ops that change the file or
 	// its names (an unlink, link or rename moves its ctime too).
 	ops uint64
@@ -124,6 +127,19 @@ func fdStamp(fd int) (fileStamp, bool) {
 	// another device inside the backing dir gets its ino mixed there
 	// and reads as replaced here, which only drops a stale report.
 	return fileStamp{st.Ino, uint64(st.Size), st.Mtim.Nano(), st.Ctim.Nano()}, true
+}
+
+// leave records st as the file as the daemon left it, for expectWindow
+// from now, unless what is recorded is newer: stamps are taken outside
+// s.fmu (an fstat, or an op's result), so one taken before another op's
+// change can arrive after that op's own, and would make the watch's report
+// of the change look like another program's. ctime moves forward on every
+// change, so the larger one is the later file. s.fmu is held.
+func (f *fileState) leave(st fileStamp, now time.Time) {
+	if !f.leftOK || st.ino != f.left.ino || st.ctime >= f.left.ctime {
+		f.left = st
+	}
+	f.leftOK, f.leftUntil = true, now.Add(expectWindow)
 }
 
 // sourceHandle is the source's context on an open file.
@@ -385,7 +401,7 @@ func (s *Source) post(path string, errno layer.Errno, kinds uint32, st fileStamp
 		if f := s.files[path]; f != nil {
 			f.inflight--
 			if errno == 0 && st != (fileStamp{}) {
-				f.left, f.leftOK, f.leftUntil = st, true, now.Add(expectWindow)
+				f.leave(st, now)
 			}
 		}
 	}
@@ -403,11 +419,27 @@ func (s *Source) preRename(c *layer.Call, op *layer.RenameOp) (layer.Status, lay
 	s.expectName(op.OldPath, kindBits(layer.EventRemove), "", now)
 	s.touched(op.OldPath)
 	s.touched(op.NewPath)
+	// A rename moves the file's ctime: while it runs, the watch's
+	// reports of the file are the daemon's, as for any change.
+	s.renaming(op.OldPath, 1)
 	if op.Flags&unix.RENAME_EXCHANGE != 0 {
 		s.expectName(op.OldPath, kindBits(layer.EventRename, layer.EventCreate), op.NewPath, now)
 		s.expectName(op.NewPath, kindBits(layer.EventRemove), "", now)
+		s.renaming(op.NewPath, 1)
 	}
 	return layer.Continue, 0
+}
+
+// renaming counts a rename of the tracked file at path in (d = 1, from
+// preRename) or out (d = -1, postRename, with the file still under its
+// old name). s.fmu is held.
+func (s *Source) renaming(path string, d int) {
+	f := s.files[path]
+	if !s.imprecise || f == nil || d < 0 && f.renaming == 0 {
+		return
+	}
+	f.renaming += d
+	f.inflight += d
 }
 
 // postRename moves what is known of the files to their new names and, with
@@ -416,6 +448,10 @@ func (s *Source) postRename(c *layer.Call, op *layer.RenameOp, errno layer.Errno
 	now := time.Now()
 	s.fmu.Lock()
 	defer s.fmu.Unlock()
+	s.renaming(op.OldPath, -1)
+	if op.Flags&unix.RENAME_EXCHANGE != 0 {
+		s.renaming(op.NewPath, -1)
+	}
 	if s.imprecise {
 		n := 2
 		if op.Flags&unix.RENAME_EXCHANGE != 0 {
@@ -471,7 +507,7 @@ func (s *Source) opened(c *layer.Call, path string, flags uint32, h *layer.Handl
 	if truncated {
 		f.inflight--
 		if st != (fileStamp{}) {
-			f.left, f.leftOK, f.leftUntil = st, true, now.Add(expectWindow)
+			f.leave(st, now)
 		}
 	}
 	if user || s.imprecise {
@@ -573,7 +609,7 @@ func (s *Source) preRelease(c *layer.Call, op *layer.ReleaseOp) (layer.Status, l
 				late.Kind = layer.EventModify
 			}
 		}
-		f.left, f.leftOK, f.leftUntil = st, true, now.Add(expectWindow)
+		f.leave(st, now)
 	case !sh.writable && s.imprecise:
 		f.loose = now.Add(expectWindow)
 	}
@@ -618,9 +654,14 @@ func (s *Source) preFlush(c *layer.Call, op *layer.FlushOp) (layer.Status, layer
 		return layer.ContinueNoPost, 0
 	}
 	if s.imprecise {
-		st, ok := fdStamp(op.Handle.Fd)
+		// The stamp and the count of the daemon's ops must agree: an op
+		// counted but not yet in the stamp would pass, at the release,
+		// for another program's change. So the stamp is taken under
+		// the lock that ops take before and after their change, and a
+		// close during one of them records nothing to judge by.
 		s.fmu.Lock()
-		sh.flushed, sh.flushedOK, sh.flushOps = st, ok, sh.f.ops
+		st, ok := fdStamp(op.Handle.Fd)
+		sh.flushed, sh.flushedOK, sh.flushOps = st, ok && sh.f.inflight == 0, sh.f.ops
 		s.fmu.Unlock()
 		return layer.ContinueNoPost, 0
 	}
@@ -704,7 +745,7 @@ func (s *Source) ours(ev *layer.Event, pid int32) bool {
 		s.fmu.Unlock()
 		return true
 	}
-	left, check := f.left, f.leftOK && now.Before(f.leftUntil)
+	left, check, ops := f.left, f.leftOK && now.Before(f.leftUntil), f.ops
 	s.fmu.Unlock()
 	if !check {
 		return false
@@ -714,7 +755,16 @@ func (s *Source) ours(ev *layer.Event, pid int32) bool {
 	// queued before the removal or replacement, whose own report follows
 	// and tells what matters).
 	cur, ok := s.statBelow(nil, ev.Path)
-	return !ok || cur.ino != left.ino || cur == left
+	if !ok || cur.ino != left.ino || cur == left {
+		return true
+	}
+	// The file changed since. An op of the daemon's that began after
+	// the look above (the stat runs outside the lock) explains that
+	// change, and reports it itself; the watch's report is then one
+	// of the daemon's changes, not another program's.
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	return f.ops != ops || f.inflight > 0
 }
 
 // emit publishes one event found underneath, in backing names, unless it
