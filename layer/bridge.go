@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -19,16 +20,22 @@ import (
 // logic: it computes paths, carries results back with the configured cache
 // timeouts and keeps the per-inode passthrough rule (see node.openMode).
 type bridge struct {
-	stack    *Stack
-	log      *slog.Logger
-	entryTTL time.Duration
-	attrTTL  time.Duration
+	stack *Stack
+	log   *slog.Logger
+	// entryTTL, attrTTL (nanoseconds) and cacheDir are what the kernel
+	// is told to cache from now on; Server.LimitCaching lowers them while
+	// the mount serves, so they are atomics.
+	entryTTL atomic.Int64
+	attrTTL  atomic.Int64
 	negTTL   time.Duration
-	cacheDir bool
+	cacheDir atomic.Bool
 	// replay recognises the notify filter's replay thread, whose requests
 	// are answered without touching the backing dir (replay_notify.go).
 	replay replayGate
 }
+
+func (b *bridge) entryTimeout() time.Duration { return time.Duration(b.entryTTL.Load()) }
+func (b *bridge) attrTimeout() time.Duration  { return time.Duration(b.attrTTL.Load()) }
 
 // node is the go-fuse inode of one entry the kernel knows.
 type node struct {
@@ -151,8 +158,8 @@ func (n *node) do(ctx context.Context, op Op) (*Call, Errno) {
 // per backing inode number: hard links share it.
 func (n *node) newChild(ctx context.Context, a *Attr, out *fuse.EntryOut) *fs.Inode {
 	out.Attr = *a
-	out.SetEntryTimeout(n.br.entryTTL)
-	out.SetAttrTimeout(n.br.attrTTL)
+	out.SetEntryTimeout(n.br.entryTimeout())
+	out.SetAttrTimeout(n.br.attrTimeout())
 	ch := &node{br: n.br}
 	return n.NewInode(ctx, ch, fs.StableAttr{Mode: a.Mode & syscall.S_IFMT, Ino: a.Ino})
 }
@@ -205,7 +212,7 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		return errno
 	}
 	out.Attr = op.Out
-	out.SetTimeout(n.br.attrTTL)
+	out.SetTimeout(n.br.attrTimeout())
 	return 0
 }
 
@@ -226,7 +233,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		return errno
 	}
 	out.Attr = op.Out
-	out.SetTimeout(n.br.attrTTL)
+	out.SetTimeout(n.br.attrTimeout())
 	return 0
 }
 
@@ -365,8 +372,8 @@ func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 		return nil, nil, 0, errno
 	}
 	out.Attr = op.Out
-	out.SetEntryTimeout(n.br.entryTTL)
-	out.SetAttrTimeout(n.br.attrTTL)
+	out.SetEntryTimeout(n.br.entryTimeout())
+	out.SetAttrTimeout(n.br.attrTimeout())
 	ch := &node{br: n.br}
 	ino := n.NewInode(ctx, ch, fs.StableAttr{Mode: syscall.S_IFREG, Ino: op.Out.Ino})
 	fh, fflags, errno := ch.adopt(c, op.Handle)
@@ -453,7 +460,7 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, 
 	n.dirs = append(n.dirs, op.Handle)
 	n.mu.Unlock()
 	var fflags uint32
-	if n.br.cacheDir {
+	if n.br.cacheDir.Load() {
 		fflags = fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
 	}
 	return &dirHandle{n: n, h: op.Handle}, fflags, 0

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -82,19 +83,20 @@ func Mount(mountpoint string, stack *Stack, opts MountOptions) (*Server, error) 
 		logger = slog.Default()
 	}
 	br := &bridge{
-		stack:    stack,
-		log:      logger,
-		entryTTL: opts.EntryTimeout,
-		attrTTL:  opts.AttrTimeout,
-		negTTL:   opts.NegativeTimeout,
-		cacheDir: opts.CacheDirs,
+		stack:  stack,
+		log:    logger,
+		negTTL: opts.NegativeTimeout,
 	}
-	if br.entryTTL == 0 {
-		br.entryTTL = time.Second
+	entry, attr := opts.EntryTimeout, opts.AttrTimeout
+	if entry == 0 {
+		entry = time.Second
 	}
-	if br.attrTTL == 0 {
-		br.attrTTL = time.Second
+	if attr == 0 {
+		attr = time.Second
 	}
+	br.entryTTL.Store(int64(entry))
+	br.attrTTL.Store(int64(attr))
+	br.cacheDir.Store(opts.CacheDirs)
 	root := &node{br: br}
 	rootAttr := &GetattrOp{Path: ""}
 	if errno := stack.Do(InternalCall(context.Background()), rootAttr); errno != 0 {
@@ -235,6 +237,29 @@ func (s *Server) Unmount() error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("unmount %s: %w", s.mountpoint, err)
+}
+
+// LimitCaching caps what the kernel is told to cache from now on: names
+// and attributes for at most entry and attr, and no directory listings
+// across opens. Answers already given keep their timeouts. It is for a
+// mount whose long caches were correct only because changes made
+// underneath invalidate them (the notify filter's backing watch): when that
+// stops, the caches fall back to timeouts that bound how stale they get.
+// Safe to call from any goroutine, any number of times.
+func (s *Server) LimitCaching(entry, attr time.Duration) {
+	br := s.root.br
+	for _, c := range []struct {
+		v   *atomic.Int64
+		max time.Duration
+	}{{&br.entryTTL, entry}, {&br.attrTTL, attr}} {
+		for {
+			cur := c.v.Load()
+			if cur <= int64(c.max) || c.v.CompareAndSwap(cur, int64(c.max)) {
+				break
+			}
+		}
+	}
+	br.cacheDir.Store(false)
 }
 
 // Mountpoint returns where the file system is mounted.

@@ -313,3 +313,36 @@ func TestKernelCacheTimeouts(t *testing.T) {
 		})
 	}
 }
+
+// TestLimitCaching: Server.LimitCaching shortens what the kernel caches from
+// then on (a mount whose long caches relied on a backing watch that
+// stopped), and never lengthens it again.
+func TestLimitCaching(t *testing.T) {
+	conformance.RequireFUSE(t)
+	backing, mnt := t.TempDir(), t.TempDir()
+	srv, err := layer.Mount(mnt, conformance.Passthrough(t, backing), layer.MountOptions{EntryTimeout: time.Hour, AttrTimeout: time.Hour, CacheDirs: true})
+	require.NoError(t, err)
+	conformance.UnmountAtEnd(t, srv)
+	require.NoError(t, os.WriteFile(backing+"/cached", []byte("1"), 0o644))
+	require.NoError(t, os.WriteFile(backing+"/f", []byte("1"), 0o644))
+	st, err := os.Lstat(mnt + "/cached")
+	require.NoError(t, err)
+	require.EqualValues(t, 1, st.Size())
+
+	srv.LimitCaching(time.Nanosecond, time.Nanosecond)
+	srv.LimitCaching(time.Hour, time.Hour) // no effect: only ever lower
+	st, err = os.Lstat(mnt + "/f")
+	require.NoError(t, err)
+	require.EqualValues(t, 1, st.Size())
+
+	// Underneath, behind the kernel's back.
+	require.NoError(t, os.WriteFile(backing+"/cached", []byte("12345"), 0o644))
+	require.NoError(t, os.WriteFile(backing+"/f", []byte("12345"), 0o644))
+	time.Sleep(20 * time.Millisecond) // 1ns is a jiffy to the kernel
+	st, err = os.Lstat(mnt + "/f")
+	require.NoError(t, err)
+	assert.EqualValues(t, 5, st.Size(), "answered after LimitCaching: not cached")
+	st, err = os.Lstat(mnt + "/cached")
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, st.Size(), "answered before LimitCaching: keeps its hour")
+}

@@ -235,7 +235,7 @@ func (n *node) replaySetattr(ctx context.Context, op *ReplayOp, f fs.FileHandle,
 		return errno
 	}
 	out.Attr = ga.Out
-	out.SetTimeout(n.br.attrTTL)
+	out.SetTimeout(n.br.attrTimeout())
 	return 0
 }
 

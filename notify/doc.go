@@ -103,6 +103,10 @@
 // elsewhere on the file system, dropped silently, unless a directory made
 // inside the tree was itself gone before the watch could take its handle:
 // until that directory's removal is read, such changes are a rescan of it.
+// When the watch itself fails (its read returns an error), it reports a
+// rescan of everything, once, and the functions registered with
+// [Notifier.OnBlind] run: a mount that keeps the kernel's caches long
+// because this package invalidates them falls back to short timeouts.
 //
 // # Replaying changes for inotify watchers of the mount
 //

@@ -39,15 +39,16 @@ import (
 // file system (build trees, package managers) are none of the mount's
 // business.
 type fanWatcher struct {
-	fd     int // the fanotify group, non-blocking, outside Go's netpoller (run says why)
-	wake   int // an eventfd that close uses to stop run
-	stop   chan struct{}
-	root   string // resolved backing dir
-	rootFd int    // for open_by_handle_at
-	pid    int32
-	emit   func(ev layer.Event, pid int32) // pid: who made the change, 0 if not known
-	log    *slog.Logger
-	done   chan struct{}
+	fd      int // the fanotify group, non-blocking, outside Go's netpoller (run says why)
+	wake    int // an eventfd that close uses to stop run
+	stop    chan struct{}
+	root    string // resolved backing dir
+	rootFd  int    // for open_by_handle_at
+	pid     int32
+	emit    func(ev layer.Event, pid int32) // pid: who made the change, 0 if not known
+	stopped func()                          // the watch stopped: nothing is reported any more
+	log     *slog.Logger
+	done    chan struct{}
 
 	// dirs maps a directory's file handle (type and bytes) to its path
 	// relative to root; outside holds handles of directories that are
@@ -61,7 +62,7 @@ type fanWatcher struct {
 
 const fanMask = unix.FAN_CREATE | unix.FAN_DELETE | unix.FAN_RENAME | unix.FAN_MODIFY | unix.FAN_ATTRIB | unix.FAN_ONDIR
 
-func startFanotify(root string, emit func(layer.Event, int32), log *slog.Logger) (*fanWatcher, error) {
+func startFanotify(root string, emit func(layer.Event, int32), lost func(), log *slog.Logger) (*fanWatcher, error) {
 	fd, err := unix.FanotifyInit(unix.FAN_CLASS_NOTIF|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK|unix.FAN_REPORT_DFID_NAME, unix.O_RDONLY|unix.O_CLOEXEC)
 	if err != nil {
 		return nil, &os.SyscallError{Syscall: "fanotify_init", Err: err}
@@ -89,6 +90,7 @@ func startFanotify(root string, emit func(layer.Event, int32), log *slog.Logger)
 		rootFd:  rootFd,
 		pid:     int32(os.Getpid()),
 		emit:    emit,
+		stopped: lost,
 		log:     log,
 		done:    make(chan struct{}),
 		dirs:    map[string]string{},
@@ -311,6 +313,7 @@ func (w *fanWatcher) run() {
 // fail reports that the watch is lost: users rescan.
 func (w *fanWatcher) fail(err error) {
 	w.log.Error("fanotify read failed; backing changes are no longer reported", "error", err)
+	w.stopped()
 	w.emit(layer.Event{Kind: layer.EventRescan}, 0)
 }
 

@@ -43,6 +43,10 @@ type Notifier struct {
 
 	mu     sync.Mutex
 	closed bool
+	// blinded: the backing watch stopped; onBlind runs once, then or
+	// when registered after it.
+	blinded bool
+	onBlind []func()
 }
 
 // New returns a Notifier. Its two filters are n.Filter() (altitude
@@ -83,6 +87,35 @@ func (n *Notifier) Subscribe() *Subscription {
 	return n.hub.subscribe(1 << 14)
 }
 
+// OnBlind registers fn to run once when the backing watch stops reporting
+// changes for good (its read failed), or at once if it already has; the
+// watch reports a rescan of everything then, but nothing after it. A mount
+// whose kernel caches are kept long because the watch invalidates them
+// registers a fallback to short timeouts here (layer.Server.LimitCaching).
+// fn must not block.
+func (n *Notifier) OnBlind(fn func()) {
+	n.mu.Lock()
+	blind := n.blinded
+	if !blind {
+		n.onBlind = append(n.onBlind, fn)
+	}
+	n.mu.Unlock()
+	if blind {
+		fn()
+	}
+}
+
+// blind is called by the backing watch when it stops.
+func (n *Notifier) blind() {
+	n.mu.Lock()
+	fns := n.onBlind
+	n.onBlind, n.blinded = nil, true
+	n.mu.Unlock()
+	for _, fn := range fns {
+		fn()
+	}
+}
+
 // Serve starts what needs the live mount: cache invalidation for changes
 // found underneath and, unless disabled or the mount is read-only, their
 // replay for inotify watchers of the mount.
@@ -97,6 +130,8 @@ func (n *Notifier) Serve(srv *layer.Server) error {
 		n.hub.publish(ev, "backing")
 	})
 	if err != nil {
+		// Nothing will invalidate the kernel's caches.
+		go n.blind()
 		return err
 	}
 	n.pipe = p

@@ -25,6 +25,7 @@ type inoWatcher struct {
 	fd   int
 	root string
 	emit func(layer.Event)
+	lost func() // the watch stopped: nothing is reported any more
 	log  *slog.Logger
 	done chan struct{}
 
@@ -47,7 +48,7 @@ const inoMask = unix.IN_CREATE | unix.IN_DELETE | unix.IN_MOVED_FROM | unix.IN_M
 // movePairWait is how long the first half of a rename waits for its second.
 const movePairWait = 10 * time.Millisecond
 
-func startInotify(root string, emit func(layer.Event), log *slog.Logger) (*inoWatcher, error) {
+func startInotify(root string, emit func(layer.Event), lost func(), log *slog.Logger) (*inoWatcher, error) {
 	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
 	if err != nil {
 		return nil, &os.SyscallError{Syscall: "inotify_init1", Err: err}
@@ -57,6 +58,7 @@ func startInotify(root string, emit func(layer.Event), log *slog.Logger) (*inoWa
 		fd:    fd,
 		root:  root,
 		emit:  emit,
+		lost:  lost,
 		log:   log,
 		done:  make(chan struct{}),
 		wds:   map[int32]string{},
@@ -150,6 +152,7 @@ func (w *inoWatcher) run() {
 				return
 			}
 			w.log.Error("inotify read failed; backing changes are no longer reported", "error", err)
+			w.lost()
 			w.emit(layer.Event{Kind: layer.EventRescan})
 			return
 		}

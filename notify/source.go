@@ -190,7 +190,7 @@ func (s *Source) Attach(a *layer.Attachment) error {
 	var w watcher
 	switch s.n.opts.Watcher {
 	case "", "fanotify":
-		w, err = startFanotify(root, s.emitBy, s.n.log)
+		w, err = startFanotify(root, s.emitBy, s.n.blind, s.n.log)
 		if err == nil || s.n.opts.Watcher == "fanotify" {
 			break
 		}
@@ -198,7 +198,7 @@ func (s *Source) Attach(a *layer.Attachment) error {
 		fallthrough
 	case "inotify":
 		s.imprecise = true // before the watch's goroutine starts
-		w, err = startInotify(root, s.emit, s.n.log)
+		w, err = startInotify(root, s.emit, s.n.blind, s.n.log)
 	default:
 		err = fmt.Errorf("unknown watcher %q", s.n.opts.Watcher)
 	}

@@ -89,15 +89,15 @@ The --rules file is TOML:
 		fs.StringArrayVarP(&f.options, "options", "o", nil, "comma-separated mount `OPTIONS` (repeatable; see above)")
 		fs.StringArrayVar(&f.hide, "hide", nil, "hide entries matching the glob `PATTERN` (repeatable; see above)")
 		fs.StringVar(&f.rulesFile, "rules", "", "load namespace rules (hide, rename, virtual files, binds) from the TOML `FILE`")
-		fs.DurationVar(&f.entryTimeout, "entry-timeout", time.Second, "how long the kernel caches names, a Go `DURATION` (1s, 500ms; 0 = no caching)")
-		fs.DurationVar(&f.attrTimeout, "attr-timeout", time.Second, "how long the kernel caches attributes (a `DURATION`)")
+		fs.DurationVar(&f.entryTimeout, "entry-timeout", time.Second, "how long the kernel caches names, a Go `DURATION` (1s, 500ms; 0 = no caching); 30s by default where notify's fanotify watch invalidates the caches (see USAGE.md)")
+		fs.DurationVar(&f.attrTimeout, "attr-timeout", time.Second, "how long the kernel caches attributes (a `DURATION`); 30s by default where notify's fanotify watch invalidates the caches")
 		fs.DurationVar(&f.negTimeout, "negative-timeout", 0, "how long the kernel caches \"no such file\" answers (a `DURATION`)")
 		fs.BoolVar(&f.daemon, "daemon", false, "run in the background; return once the mount is serving")
 		fs.StringVar(&f.logFile, "log-file", "", "append the log to `FILE` (with --daemon the log is otherwise discarded)")
 		fs.StringVar(&f.logFormat, "log-format", "text", "log `FORMAT`: text or json")
 		fs.BoolVar(&f.debug, "debug", false, "log at debug level and trace every FUSE request")
 		f.secret.addFlags(fs)
-		fs.BoolVar(&f.cacheDirs, "cache-dirs", false, "let the kernel keep directory listings across opens; with long --entry-timeout/--attr-timeout this makes warm listings (ls -lR) several times faster. Correct only while notify invalidates the caches (not with --no-notify)")
+		fs.BoolVar(&f.cacheDirs, "cache-dirs", false, "let the kernel keep directory listings across opens (on by default where notify's fanotify watch invalidates the caches; --cache-dirs=false turns it off); with long --entry-timeout/--attr-timeout this makes warm listings (ls -lR) several times faster. Correct only while notify invalidates the caches (not with --no-notify)")
 		fs.BoolVar(&f.noNotify, "no-notify", false, "leave the notify filter out: no \"vfsfilter watch\" events, no cache invalidation or inotify events for changes made underneath (saves the backing watch's cost)")
 		return func(e *env, args []string) error {
 			f.readOnlySet = fs.Changed("read-only")
@@ -106,6 +106,7 @@ The --rules file is TOML:
 			f.entrySet = fs.Changed("entry-timeout")
 			f.attrSet = fs.Changed("attr-timeout")
 			f.negSet = fs.Changed("negative-timeout")
+			f.cacheDirsSet = fs.Changed("cache-dirs")
 			cfg, err := newMountConfig(f, args)
 			if err != nil {
 				return err
@@ -147,7 +148,7 @@ func runMount(e *env, cfg *mountConfig) error {
 	if err != nil {
 		return withCode(ExitBacking, err)
 	}
-	filters, err := buildFilters(cfg, sets != nil)
+	filters, grafts, err := buildFilters(cfg, sets != nil)
 	if err != nil {
 		return err
 	}
@@ -182,6 +183,9 @@ func runMount(e *env, cfg *mountConfig) error {
 		Secret: func(prompt string) ([]byte, error) {
 			return cfg.secret.read(prompt, false)
 		},
+	}
+	if grafts {
+		sc.Incoherent("namespace binds graft directories the backing watch does not cover")
 	}
 	// The filters that the settings in BACKING and the daemon's services
 	// contribute (notify, crypt, hsm), each from its stack_*.go file.
@@ -222,7 +226,20 @@ func runMount(e *env, cfg *mountConfig) error {
 	}
 	// Before the server is made: go-fuse sizes its readers by it.
 	raiseProcs()
+	watcher := ""
+	if sc.watcher != nil {
+		watcher = sc.watcher()
+	}
+	cache := chooseCaching(cfg, backing, watcher, sc.incoherent)
+	if cache.long {
+		logger.Info("keeping the kernel's caches long: the backing watch invalidates them", "entry_timeout", cache.entry, "attr_timeout", cache.attr, "cache_dirs", cache.cacheDirs)
+	} else {
+		logger.Debug("kernel caches kept short by default", "reason", cache.why)
+	}
 	opts := mountOptions(cfg, logger)
+	opts.EntryTimeout = kernelTimeout(cache.entry)
+	opts.AttrTimeout = kernelTimeout(cache.attr)
+	opts.CacheDirs = cache.cacheDirs
 	opts.WritebackCache = sc.WritebackCache
 	if opts.FsName == "" {
 		opts.FsName = backing
@@ -232,6 +249,10 @@ func runMount(e *env, cfg *mountConfig) error {
 		// go-fuse's messages may end in a newline; the code is chosen
 		// from the error itself.
 		return errorf(classifyMountError(err), "cannot mount %s on %s: %s%s", cfg.backing, cfg.mountpoint, strings.TrimSpace(err.Error()), mountErrorHint(err, direct))
+	}
+	if cache.long && sc.onBlind != nil {
+		// At once if the watch stopped already.
+		sc.onBlind(cache.fallBack(srv, logger))
 	}
 	for _, fn := range sc.served {
 		fn(srv)
@@ -286,18 +307,21 @@ func serve(srv *layer.Server, mnt string, sigs <-chan os.Signal, logger *slog.Lo
 // buildFilters returns the filters above the passthrough that the flags ask
 // for. The namespace filter is left out when it would do nothing, so that a
 // plain mount costs no filter at all.
-func buildFilters(cfg *mountConfig, hasSettings bool) ([]layer.Filter, error) {
+//
+// grafts says the view has namespace binds: directories from elsewhere,
+// which the notify filter's backing watch does not cover.
+func buildFilters(cfg *mountConfig, hasSettings bool) (filters []layer.Filter, grafts bool, err error) {
 	rules := &namespace.Rules{}
 	if cfg.rulesFile != "" {
 		r, err := namespace.LoadRules(cfg.rulesFile)
 		if err != nil {
-			return nil, withCode(ExitRules, describeRulesError(cfg.rulesFile, err))
+			return nil, false, withCode(ExitRules, describeRulesError(cfg.rulesFile, err))
 		}
 		rules = r
 	}
 	for _, p := range cfg.hide {
 		if err := rules.AddHide(p); err != nil {
-			return nil, errorf(ExitRules, "--hide: %v", err)
+			return nil, false, errorf(ExitRules, "--hide: %v", err)
 		}
 	}
 	var copts namespace.CompileOptions
@@ -309,16 +333,16 @@ func buildFilters(cfg *mountConfig, hasSettings bool) ([]layer.Filter, error) {
 	if err != nil {
 		// The error names the rule and where it came from (the file, or
 		// the --hide pattern).
-		return nil, withCode(ExitRules, err)
+		return nil, false, withCode(ExitRules, err)
 	}
 	if m.Empty() {
-		return nil, nil
+		return nil, false, nil
 	}
 	ns, err := namespace.New(m)
 	if err != nil {
-		return nil, errorf(ExitRules, "namespace filter: %v", err)
+		return nil, false, errorf(ExitRules, "namespace filter: %v", err)
 	}
-	return []layer.Filter{ns}, nil
+	return []layer.Filter{ns}, len(m.Binds()) > 0, nil
 }
 
 // describeRulesError names the rules file once, with the cause.

@@ -41,6 +41,9 @@ type mountConfig struct {
 	noNotify bool
 	// cacheDirs lets the kernel keep directory listings.
 	cacheDirs bool
+	// entrySet, attrSet, cacheDirsSet: the user gave the value (flag or
+	// -o), so it is kept as given (see chooseCaching).
+	entrySet, attrSet, cacheDirsSet bool
 }
 
 // mountFlags holds the raw values of the mount flags until they are merged
@@ -58,7 +61,7 @@ type mountFlags struct {
 	logFile, logFormat                    string
 	secret                                secretFlags
 	noNotify                              bool
-	cacheDirs                             bool
+	cacheDirs, cacheDirsSet               bool
 }
 
 // passthroughOptions are kernel mount options accepted as they are. The
@@ -140,6 +143,9 @@ func newMountConfig(f *mountFlags, args []string) (*mountConfig, error) {
 		secret:          &f.secret,
 		noNotify:        f.noNotify,
 		cacheDirs:       f.cacheDirs,
+		entrySet:        f.entrySet,
+		attrSet:         f.attrSet,
+		cacheDirsSet:    f.cacheDirsSet,
 	}
 	if c.backing == "" || c.mountpoint == "" {
 		return nil, usageErrorf("BACKING and MOUNTPOINT must not be empty")
@@ -190,6 +196,8 @@ func newMountConfig(f *mountFlags, args []string) (*mountConfig, error) {
 		}
 		*d.dst = *d.opt
 	}
+	c.entrySet = c.entrySet || o.entryTimeout != nil
+	c.attrSet = c.attrSet || o.attrTimeout != nil
 	c.defaultPermissions = o.defaultPermissions
 	c.acl = o.acl
 	c.nonempty = o.nonempty

@@ -123,7 +123,8 @@ func TestNewMountConfig(t *testing.T) {
 		readOnly: true, defaultPermissions: true, fsName: "x",
 		kernelOptions: []string{"nosuid"},
 		entryTimeout:  5 * time.Second, attrTimeout: time.Second,
-		hide: []string{"*.tmp", "a,b"}, logFormat: "text",
+		entrySet: true, // by -o: kept as given, not raised by default (caching.go)
+		hide:     []string{"*.tmp", "a,b"}, logFormat: "text",
 	}
 	// Fields that other flag groups fill in (the passphrase source) are
 	// tested with them.

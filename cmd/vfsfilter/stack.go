@@ -32,12 +32,26 @@ type stackContext struct {
 	// Secret returns the passphrase the user gave for this mount
 	// (--passfile, --extpass or a terminal prompt), asking once.
 	Secret func(prompt string) ([]byte, error)
+	// watcher returns the notify filter's backing watch ("fanotify",
+	// "inotify"); nil without notify.
+	watcher func() string
+	// onBlind registers a function to run when changes made underneath
+	// stop invalidating the kernel's caches; nil without notify.
+	onBlind func(func())
+	// incoherent are the reasons filters gave why the kernel's caches
+	// would go stale if kept long (see caching.go).
+	incoherent []string
 	// served are called once the mount serves, with its server (notify
 	// uses it to invalidate the kernel's caches).
 	served []func(*layer.Server)
 	// closers run after unmount, in reverse order.
 	closers []func() error
 }
+
+// Incoherent records that this mount's filters change what users see
+// without invalidating the kernel's caches, so they must not be kept long
+// by default (caching.go); reason is logged.
+func (sc *stackContext) Incoherent(reason string) { sc.incoherent = append(sc.incoherent, reason) }
 
 // OnServe registers fn to run once the mount is serving.
 func (sc *stackContext) OnServe(fn func(*layer.Server)) { sc.served = append(sc.served, fn) }

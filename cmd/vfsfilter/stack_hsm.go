@@ -29,6 +29,10 @@ func init() {
 		if err != nil {
 			return nil, err
 		}
+		// Migration and recall change st_blocks (what is local) without
+		// telling the kernel, which would show the old value for as long
+		// as it caches attributes.
+		sc.Incoherent("hsm changes st_blocks without invalidating the kernel's attribute cache")
 		var top atomic.Pointer[layer.Stack]
 		sc.OnServe(func(srv *layer.Server) { top.Store(srv.Stack()) })
 		if sc.Control != nil {

@@ -34,6 +34,8 @@ func init() {
 			return nil, err
 		}
 		pending[sc] = n
+		sc.watcher = n.Watcher
+		sc.onBlind = n.OnBlind
 		if sc.Control != nil {
 			sc.Control.Handle("watch", watchMethod(n))
 		}

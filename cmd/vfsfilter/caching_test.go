@@ -1,0 +1,54 @@
+package main
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+)
+
+// TestChooseCaching: the kernel's caches are long by default only where
+// the fanotify watch invalidates them for everything users see, and what
+// the user gave is kept as given.
+func TestChooseCaching(t *testing.T) {
+	dir := t.TempDir() // tmpfs or a local disk file system
+	short := func() *mountConfig { return &mountConfig{entryTimeout: time.Second, attrTimeout: time.Second} }
+	for _, tc := range []struct {
+		name       string
+		cfg        *mountConfig
+		watcher    string
+		incoherent []string
+		want       caching
+		why        string
+	}{
+		{name: "fanotify", cfg: short(), watcher: "fanotify",
+			want: caching{entry: longCacheTimeout, attr: longCacheTimeout, cacheDirs: true, long: true, entryLong: true, attrLong: true}},
+		{name: "no notify", cfg: &mountConfig{entryTimeout: time.Second, attrTimeout: time.Second, noNotify: true}, watcher: "",
+			want: caching{entry: time.Second, attr: time.Second}, why: "no notify filter"},
+		{name: "inotify", cfg: short(), watcher: "inotify",
+			want: caching{entry: time.Second, attr: time.Second}, why: "inotify"},
+		{name: "hsm", cfg: short(), watcher: "fanotify", incoherent: []string{"hsm changes st_blocks"},
+			want: caching{entry: time.Second, attr: time.Second}, why: "hsm"},
+		{name: "user timeouts", cfg: &mountConfig{entryTimeout: 2 * time.Second, entrySet: true, attrTimeout: 0, attrSet: true}, watcher: "fanotify",
+			want: caching{entry: 2 * time.Second, attr: 0, cacheDirs: true, long: true}},
+		{name: "user --cache-dirs=false", cfg: &mountConfig{entryTimeout: time.Second, attrTimeout: time.Second, cacheDirsSet: true}, watcher: "fanotify",
+			want: caching{entry: longCacheTimeout, attr: longCacheTimeout, long: true, entryLong: true, attrLong: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := chooseCaching(tc.cfg, dir, tc.watcher, tc.incoherent)
+			assert.Contains(t, got.why, tc.why)
+			got.why = ""
+			assert.Equal(t, tc.want, got)
+		})
+	}
+}
+
+// TestChooseCachingRemoteFS: on a file system not known to be local (a
+// network one, where the watch sees only this machine's changes) the
+// defaults stay short.
+func TestChooseCachingRemoteFS(t *testing.T) {
+	got := chooseCaching(&mountConfig{entryTimeout: time.Second, attrTimeout: time.Second}, "/proc", "fanotify", nil)
+	assert.False(t, got.long)
+	assert.Contains(t, got.why, "not known to be local")
+	assert.Equal(t, time.Second, got.entry)
+}
