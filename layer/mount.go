@@ -240,13 +240,14 @@ func (s *Server) Unmount() error {
 }
 
 // LimitCaching caps what the kernel is told to cache from now on: names
-// and attributes for at most entry and attr, and no directory listings
-// across opens. Answers already given keep their timeouts. It is for a
-// mount whose long caches were correct only because changes made
-// underneath invalidate them (the notify filter's backing watch): when that
-// stops, the caches fall back to timeouts that bound how stale they get.
-// Safe to call from any goroutine, any number of times.
-func (s *Server) LimitCaching(entry, attr time.Duration) {
+// and attributes for at most entry and attr, and directory listings across
+// opens only if keepDirs (and they were kept so far). Answers already
+// given keep their timeouts. It is for a mount whose long caches were
+// correct only because changes made underneath invalidate them (the notify
+// filter's backing watch): when that stops, the caches fall back to
+// timeouts that bound how stale they get. Safe to call from any goroutine,
+// any number of times; it never raises anything.
+func (s *Server) LimitCaching(entry, attr time.Duration, keepDirs bool) {
 	br := s.root.br
 	for _, c := range []struct {
 		v   *atomic.Int64
@@ -259,7 +260,9 @@ func (s *Server) LimitCaching(entry, attr time.Duration) {
 			}
 		}
 	}
-	br.cacheDir.Store(false)
+	if !keepDirs {
+		br.cacheDir.Store(false)
+	}
 }
 
 // Mountpoint returns where the file system is mounted.

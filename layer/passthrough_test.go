@@ -329,8 +329,8 @@ func TestLimitCaching(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 1, st.Size())
 
-	srv.LimitCaching(time.Nanosecond, time.Nanosecond)
-	srv.LimitCaching(time.Hour, time.Hour) // no effect: only ever lower
+	srv.LimitCaching(time.Nanosecond, time.Nanosecond, false)
+	srv.LimitCaching(time.Hour, time.Hour, true) // no effect: only ever lower
 	st, err = os.Lstat(mnt + "/f")
 	require.NoError(t, err)
 	require.EqualValues(t, 1, st.Size())

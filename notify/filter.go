@@ -87,9 +87,11 @@ func (n *Notifier) Subscribe() *Subscription {
 	return n.hub.subscribe(1 << 14)
 }
 
-// OnBlind registers fn to run once when the backing watch stops reporting
-// changes for good (its read failed), or at once if it already has; the
-// watch reports a rescan of everything then, but nothing after it. A mount
+// OnBlind registers fn to run once when changes made underneath stop
+// invalidating the kernel's caches for good (the backing watch's read
+// failed, or Serve could not start the invalidator), or at once if they
+// already have; a failed watch reports a rescan of everything, but nothing
+// after it. A mount
 // whose kernel caches are kept long because the watch invalidates them
 // registers a fallback to short timeouts here (layer.Server.LimitCaching).
 // fn must not block.

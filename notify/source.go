@@ -790,8 +790,15 @@ func (s *Source) publish(ev layer.Event) {
 	s.pmu.Lock()
 	defer s.pmu.Unlock()
 	// A burst of writes underneath reads as many identical modify
-	// events; one is enough until something else happens.
-	if ev.Kind == layer.EventModify && s.last.Kind == ev.Kind && s.last.Path == ev.Path && ev.Time.Sub(s.last.Time) < 50*time.Millisecond {
+	// events; within one batch of the watch (one read, one timestamp)
+	// the first is enough: its invalidation of the kernel's caches
+	// comes after the batch was read, so after every write it reports.
+	// A later batch's must go up, whatever the time between: a write
+	// after the first invalidation would otherwise stay unseen for as
+	// long as the kernel caches (cmd/vfsfilter/caching.go keeps that
+	// long). The kernel merges a file's repeated events while they
+	// wait to be read, so a steady writer costs one event per batch.
+	if ev.Kind == layer.EventModify && s.last.Kind == ev.Kind && s.last.Path == ev.Path && ev.Time.Equal(s.last.Time) {
 		return
 	}
 	s.last = ev

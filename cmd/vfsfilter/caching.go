@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -14,13 +16,13 @@ import (
 //
 // The kernel caches names and attributes for the timeouts each answer
 // carries, and, with FOPEN_CACHE_DIR, whole directory listings across
-// opens. Long timeouts save most of the requests of a metadata workload
-// (a warm ls -lR several times over, rm -rf of a listed tree a third of
-// its requests), but a cache the daemon does not hear about goes stale
+// opens. Long timeouts save requests in metadata workloads (a warm ls -lR
+// almost all of them, rm -rf of a tree just listed a sixth: its readdirs),
+// but a cache the daemon does not hear about goes stale
 // when something changes the backing directory directly. The notify
 // filter hears about every such change: its fanotify watch invalidates
 // what the kernel caches about the names involved within milliseconds
-// (notify/doc.go). Where it does so for everything users see, long
+// (notify/doc.go). Where it does so for what users see, long
 // timeouts are more coherent than the short ones, which leave a change
 // unseen for up to a second, and the mount keeps its caches long by
 // default:
@@ -32,10 +34,15 @@ import (
 //   - the backing directory is on a local file system (the types below):
 //     on a network file system the watch sees only this machine's
 //     changes;
+//   - nothing is mounted below the backing directory: the watch covers
+//     the backing file system only (a mount made later is not noticed;
+//     USAGE.md says so);
 //   - no filter changes what users see behind the kernel's back: hsm's
 //     migration and recall change st_blocks without invalidating it, and a
 //     namespace bind grafts a directory the watch does not cover.
 //
+// The known gaps (hard links, shared mmap writes, a mount made later
+// inside the backing directory) are listed in USAGE.md, "Kernel caches".
 // Timeouts or --cache-dirs the user gave are kept as given. If the watch
 // stops while the mount serves, the mount falls back to the short
 // timeouts (layer.Server.LimitCaching) after the watch's last rescan
@@ -58,13 +65,32 @@ var localFS = map[int64]string{
 	0x2fc12fc1:             "zfs",
 }
 
+// mountBelow returns a mount point strictly inside dir (an absolute path),
+// if there is one; unreadable mount tables count as one, to be safe.
+func mountBelow(dir string) (string, bool) {
+	if d, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = d
+	}
+	mounts, err := readMounts()
+	if err != nil {
+		return "unknown: " + err.Error(), true
+	}
+	prefix := strings.TrimSuffix(dir, "/") + "/"
+	for _, m := range mounts {
+		if strings.HasPrefix(m.MountPoint, prefix) {
+			return m.MountPoint, true
+		}
+	}
+	return "", false
+}
+
 // caching is what the kernel may cache, chosen for one mount.
 type caching struct {
 	entry, attr time.Duration
 	cacheDirs   bool
 	// long: something was raised by default, so it must fall back when
-	// the watch stops; entryLong, attrLong say which timeouts.
-	long, entryLong, attrLong bool
+	// the watch stops; entryLong, attrLong, dirsLong say what.
+	long, entryLong, attrLong, dirsLong bool
 	// why says why the defaults stayed short (for the log), if they did.
 	why string
 }
@@ -87,6 +113,8 @@ func chooseCaching(cfg *mountConfig, backing, watcher string, incoherent []strin
 			c.why = fmt.Sprintf("statfs: %v", err)
 		} else if _, ok := localFS[int64(st.Type)]; !ok {
 			c.why = fmt.Sprintf("the backing file system (type %#x) is not known to be local", st.Type)
+		} else if at, ok := mountBelow(backing); ok {
+			c.why = fmt.Sprintf("a file system is mounted inside the backing directory (%s), where the backing watch does not reach", at)
 		}
 	}
 	if c.why != "" {
@@ -99,7 +127,7 @@ func chooseCaching(cfg *mountConfig, backing, watcher string, incoherent []strin
 		c.attr, c.long, c.attrLong = longCacheTimeout, true, true
 	}
 	if !cfg.cacheDirsSet {
-		c.cacheDirs, c.long = true, true
+		c.cacheDirs, c.long, c.dirsLong = true, true, true
 	}
 	return c
 }
@@ -117,6 +145,6 @@ func (c caching) fallBack(srv *layer.Server, log *slog.Logger) func() {
 	}
 	return func() {
 		log.Warn("the backing watch stopped: the kernel's caches fall back to short timeouts", "timeout", shortCacheTimeout)
-		srv.LimitCaching(entry, attr)
+		srv.LimitCaching(entry, attr, !c.dirsLong)
 	}
 }
