@@ -136,7 +136,7 @@ func chooseCaching(cfg *mountConfig, backing, watcher string, incoherent []strin
 // default (timeouts the user gave stay); the watch that kept those caches
 // correct has stopped.
 func (c caching) fallBack(srv *layer.Server, log *slog.Logger) func() {
-	entry, attr := c.entry, c.attr
+	entry, attr := kernelTimeout(c.entry), kernelTimeout(c.attr) // as mounted
 	if c.entryLong {
 		entry = shortCacheTimeout
 	}
