@@ -9,7 +9,8 @@
 #
 # Ratios pair the configurations round by round (see pair).
 # Needs root (mounts, drop_caches) and gocryptfs (.ci/setup-crypt.sh).
-# Workloads: sequential write of SIZE MiB (dd bs=1M, fsync), sequential
+# Workloads: sequential write of SIZE MiB of random bytes from a file in
+# memory (dd bs=1M, fsync), sequential
 # read cold (after remount and drop_caches) and warm (a second read, page
 # cache kept where the file system allows), untar of a source tree (then
 # sync), ls -lR (after remount), rm -rf of the tree. Configurations run in
@@ -48,6 +49,7 @@ cleanup() {
 		mountpoint -q "$m" 2>/dev/null && { umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; }
 	done
 	[ "$data" = "$work" ] || ext4img_umount "$work/fs" "$work/ext4.img"
+	[ "${in:-$work}" = "$work" ] || rm -rf "$in"
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -72,9 +74,15 @@ chmod 600 "$work/pass"
 # them small files). A tree this size takes seconds per workload, so the
 # metadata ratios are not at the mercy of a few milliseconds of noise.
 goroot=$(go env GOROOT)
-tar -C "$goroot/src" -cf "$work/tree.tar" .
-nfiles=$(tar -tf "$work/tree.tar" | wc -l)
-dd if=/dev/urandom of="$work/big.src" bs=1M count="$size" status=none
+# The inputs go to /dev/shm when it has room (drop_caches cannot evict a
+# tmpfs, so re-reading them never touches a disk between two timings).
+in=$work
+if avail=$(df -Pk /dev/shm 2>/dev/null | awk 'NR==2 && $1=="tmpfs" {print $4}') && [ -n "$avail" ] && [ "$avail" -gt $(((size + 1024) * 1024)) ]; then
+	in=$(mktemp -d /dev/shm/vfsfilter-cryptbench.XXXXXX)
+fi
+tar -C "$goroot/src" -cf "$in/tree.tar" .
+nfiles=$(tar -tf "$in/tree.tar" | wc -l)
+dd if=/dev/urandom of="$in/big.src" bs=1M count="$size" status=none
 
 configs="nat pt gcf vfs vnn"
 declare -A label=([nat]="ext4" [pt]="passthrough" [gcf]="gocryptfs" [vfs]="vfsfilter crypt" [vnn]="vfsfilter crypt --no-notify")
@@ -103,7 +111,17 @@ umount_fs() {
 	for _ in $(seq 100); do mountpoint -q "$work/mnt-$1" || break; sleep 0.05; done
 	sleep 0.2
 }
-drop() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
+# drop: start cold. The inputs (the file to write, the tarball to untar)
+# live in memory (see $in): the write and the untar measure the file
+# system under test, not a cold read of their input from the work
+# directory's disk, which would add the same seconds to every
+# configuration and squeeze the ratios towards 1. Where no tmpfs has room
+# they are read back into the page cache instead.
+drop() {
+	sync
+	echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+	[ "$in" != "$work" ] || cat "$in/big.src" "$in/tree.tar" >/dev/null 2>&1 || true
+}
 now() { date +%s.%N; }
 # t CMD...: seconds CMD takes.
 t() { local s; s=$(now); "$@" >/dev/null 2>&1; awk -v a="$s" -v b="$(now)" 'BEGIN{printf "%.4f", b-a}'; }
@@ -117,11 +135,11 @@ run_one() { # config
 	mount_fs "$c"
 	rm -rf "$m/big" "$m/tree"
 	drop
-	res[$c,seqwrite]+=" $(t dd if="$work/big.src" of="$m/big" bs=1M conv=fsync)"
+	res[$c,seqwrite]+=" $(t dd if="$in/big.src" of="$m/big" bs=1M conv=fsync)"
 	umount_fs "$c"; drop; mount_fs "$c"
 	res[$c,seqread-cold]+=" $(t dd if="$m/big" of=/dev/null bs=1M)"
 	res[$c,seqread-warm]+=" $(t dd if="$m/big" of=/dev/null bs=1M)"
-	res[$c,untar]+=" $(t sh -c "mkdir '$m/tree' && tar -C '$m/tree' -xf '$work/tree.tar' && sync")"
+	res[$c,untar]+=" $(t sh -c "mkdir '$m/tree' && tar -C '$m/tree' -xf '$in/tree.tar' && sync")"
 	umount_fs "$c"; drop; mount_fs "$c"
 	res[$c,ls-lR]+=" $(t ls -lR "$m/tree")"
 	# The big file goes first, untimed: rm -rf measures the tree alone.
@@ -131,8 +149,6 @@ run_one() { # config
 	umount_fs "$c"
 }
 
-# Warm the source file so the write measures the file system, not the disk.
-cat "$work/big.src" "$work/tree.tar" >/dev/null
 set -- $configs
 for r in $(seq "$runs"); do
 	# Rotate the order: round r starts with the r-th configuration.
