@@ -32,6 +32,9 @@ type bridge struct {
 	// replay recognises the notify filter's replay thread, whose requests
 	// are answered without touching the backing dir (replay_notify.go).
 	replay replayGate
+	// links finds the nodes of non-directories by inode number, for
+	// Invalidate (inoindex.go).
+	links inoIndex
 }
 
 func (b *bridge) entryTimeout() time.Duration { return time.Duration(b.entryTTL.Load()) }
@@ -157,11 +160,28 @@ func (n *node) do(ctx context.Context, op Op) (*Call, Errno) {
 // newChild returns the inode for a looked-up or created entry. One inode
 // per backing inode number: hard links share it.
 func (n *node) newChild(ctx context.Context, a *Attr, out *fuse.EntryOut) *fs.Inode {
+	n.fillEntry(a, out)
+	_, in := n.newNode(ctx, fs.StableAttr{Mode: a.Mode & syscall.S_IFMT, Ino: a.Ino})
+	return in
+}
+
+// fillEntry sets out to a with the configured cache timeouts.
+func (n *node) fillEntry(a *Attr, out *fuse.EntryOut) {
 	out.Attr = *a
 	out.SetEntryTimeout(n.br.entryTimeout())
 	out.SetAttrTimeout(n.br.attrTimeout())
+}
+
+// newNode makes a node for an entry of identity st. go-fuse keeps it only
+// if it knows no node of that identity yet (hard links share one). Every
+// node of a non-directory goes into the inode-number index (inoindex.go),
+// whichever way it was made.
+func (n *node) newNode(ctx context.Context, st fs.StableAttr) (*node, *fs.Inode) {
 	ch := &node{br: n.br}
-	return n.NewInode(ctx, ch, fs.StableAttr{Mode: a.Mode & syscall.S_IFMT, Ino: a.Ino})
+	if st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		n.br.links.add(st.Ino, ch)
+	}
+	return ch, n.NewInode(ctx, ch, st)
 }
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, Errno) {
@@ -300,12 +320,12 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 }
 
 func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, Errno) {
-	if _, ok := n.br.replaying(ctx); ok {
-		return nil, syscall.EPERM
-	}
 	t, ok := target.(*node)
 	if !ok {
 		return nil, syscall.EXDEV
+	}
+	if _, ok := n.br.replaying(ctx); ok {
+		return nil, syscall.EPERM
 	}
 	op := &LinkOp{Node: &t.Node, OldPath: t.path(), NewPath: n.child(name)}
 	if _, errno := n.do(ctx, op); errno != 0 {
@@ -374,8 +394,7 @@ func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 	out.Attr = op.Out
 	out.SetEntryTimeout(n.br.entryTimeout())
 	out.SetAttrTimeout(n.br.attrTimeout())
-	ch := &node{br: n.br}
-	ino := n.NewInode(ctx, ch, fs.StableAttr{Mode: syscall.S_IFREG, Ino: op.Out.Ino})
+	ch, ino := n.newNode(ctx, fs.StableAttr{Mode: syscall.S_IFREG, Ino: op.Out.Ino})
 	fh, fflags, errno := ch.adopt(c, op.Handle)
 	if errno != 0 {
 		return nil, nil, 0, errno

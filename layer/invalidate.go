@@ -3,6 +3,7 @@ package layer
 import (
 	"context"
 	"strings"
+	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 )
@@ -29,6 +30,11 @@ func (s *Server) Invalidate(ev Event) {
 	switch ev.Kind {
 	case EventCreate:
 		s.invalidateEntry(ev.Path, false)
+		if !ev.Dir {
+			// A new hard link changes the link count of the
+			// names the kernel knows the file by.
+			s.invalidateLinks(ev.Path, -1)
+		}
 	case EventRemove:
 		s.invalidateEntry(ev.Path, true)
 	case EventRename:
@@ -38,13 +44,9 @@ func (s *Server) Invalidate(ev Event) {
 			in.NotifyContent(-1, 0) // ctime changed
 		}
 	case EventModify:
-		if in := s.inode(ev.Path); in != nil {
-			in.NotifyContent(0, 0) // attributes and every cached page
-		}
+		s.invalidateFile(ev.Path, 0) // attributes and every cached page
 	case EventAttrib:
-		if in := s.inode(ev.Path); in != nil {
-			in.NotifyContent(-1, 0) // attributes only
-		}
+		s.invalidateFile(ev.Path, -1) // attributes only
 	case EventRescan:
 		if in := s.inode(ev.Path); in != nil {
 			invalidateTree(in)
@@ -76,6 +78,52 @@ func (s *Server) invalidateEntry(path string, deleted bool) {
 		}
 	}
 	parent.NotifyContent(0, 0) // mtime, size, cached listing
+}
+
+// invalidateFile drops the attributes (off -1) or the attributes and pages
+// (off 0) the kernel caches of the entry at the visible path, under every
+// name it knows the file by.
+func (s *Server) invalidateFile(path string, off int64) {
+	in := s.inode(path)
+	if in == nil {
+		s.invalidateLinks(path, off)
+		return
+	}
+	in.NotifyContent(off, 0)
+	if in.IsDir() {
+		return
+	}
+	// go-fuse registers the inode of a MKNOD or CREATE as new even when
+	// its inode number is known (the old one stays with the kernel under
+	// its other names), so a file may be two kernel inodes. Rare (the
+	// replay of a hard link made underneath answers with the known inode,
+	// replayCreate), but then both must go.
+	for _, n := range s.root.br.links.get(in.StableAttr().Ino) {
+		if n.EmbeddedInode() != in {
+			n.NotifyContent(off, 0)
+		}
+	}
+}
+
+// invalidateLinks invalidates what the kernel caches of the file at the
+// visible path under its other names, when it has several hard links and
+// the kernel does not know it by this one: NotifyContent(off, 0), so off
+// -1 drops the attributes only and 0 the pages too. One go-fuse inode
+// stands for all the names of a file, and the kernel caches per inode,
+// so finding that inode by number (inoIndex) is enough. It costs one
+// lookup through the stack, and nothing when the kernel knows no file
+// at all.
+func (s *Server) invalidateLinks(path string, off int64) {
+	if s.root.br.links.empty() {
+		return
+	}
+	a, errno := s.Lookup(context.Background(), path)
+	if errno != 0 || a.Nlink < 2 || a.Mode&syscall.S_IFMT == syscall.S_IFDIR {
+		return
+	}
+	for _, n := range s.root.br.links.get(a.Ino) {
+		n.NotifyContent(off, 0)
+	}
 }
 
 // invalidateTree drops the attributes and pages of in and of every inode

@@ -346,3 +346,60 @@ func TestLimitCaching(t *testing.T) {
 	require.NoError(t, err)
 	assert.EqualValues(t, 1, st.Size(), "answered before LimitCaching: keeps its hour")
 }
+
+// A file with two hard links, known to the kernel by one name and changed
+// underneath through the other: Invalidate of the other name (which the
+// kernel never looked up) still drops the cached size, pages and link
+// count of the name it knows.
+func TestInvalidateHardLink(t *testing.T) {
+	conformance.RequireFUSE(t)
+	backing, mnt := t.TempDir(), t.TempDir()
+	for _, d := range []string{"a", "b", "c"} {
+		require.NoError(t, os.Mkdir(backing+"/"+d, 0o755))
+	}
+	require.NoError(t, os.WriteFile(backing+"/a/x", []byte("1"), 0o644))
+	require.NoError(t, os.Link(backing+"/a/x", backing+"/b/y"))
+	srv, err := layer.Mount(mnt, conformance.Passthrough(t, backing), layer.MountOptions{EntryTimeout: time.Hour, AttrTimeout: time.Hour, CacheDirs: true})
+	require.NoError(t, err)
+	conformance.UnmountAtEnd(t, srv)
+
+	stat := func() (size int64, nlink uint64) {
+		var st unix.Stat_t
+		require.NoError(t, unix.Lstat(mnt+"/a/x", &st))
+		return st.Size, st.Nlink
+	}
+	size, nlink := stat()
+	require.EqualValues(t, 1, size)
+	require.EqualValues(t, 2, nlink)
+	_, err = os.Stat(mnt + "/b") // the kernel knows b, not b/y (a listing would look y up)
+	require.NoError(t, err)
+
+	// Underneath, through the other name.
+	require.NoError(t, os.WriteFile(backing+"/b/y", []byte("12345"), 0o644))
+	size, _ = stat()
+	require.EqualValues(t, 1, size, "the kernel caches a/x's attributes (else this test proves nothing)")
+	srv.Invalidate(layer.Event{Kind: layer.EventModify, Path: "b/y"})
+	size, _ = stat()
+	assert.EqualValues(t, 5, size, "size after a write through the other link")
+	got, err := os.ReadFile(mnt + "/a/x")
+	require.NoError(t, err)
+	assert.Equal(t, "12345", string(got))
+
+	// A third link made underneath: the link count the kernel caches
+	// for a/x changes with it. (The read above made the kernel drop
+	// a/x's atime, so stat first to cache the attributes again.)
+	stat()
+	require.NoError(t, os.Link(backing+"/a/x", backing+"/c/z"))
+	_, nlink = stat()
+	require.EqualValues(t, 2, nlink, "cached")
+	srv.Invalidate(layer.Event{Kind: layer.EventCreate, Path: "c/z"})
+	_, nlink = stat()
+	assert.EqualValues(t, 3, nlink, "link count after a link made underneath")
+
+	// A mode change through the other link (attributes only).
+	require.NoError(t, os.Chmod(backing+"/b/y", 0o600))
+	srv.Invalidate(layer.Event{Kind: layer.EventAttrib, Path: "b/y"})
+	var st unix.Stat_t
+	require.NoError(t, unix.Lstat(mnt+"/a/x", &st))
+	assert.EqualValues(t, 0o600, st.Mode&0o7777, "mode after a chmod through the other link")
+}

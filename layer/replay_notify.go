@@ -38,7 +38,9 @@ import (
 //     with a fresh inode number), not cached at all, since it no longer
 //     exists underneath.
 //   - MKNOD/MKDIR/SYMLINK of the created name: the entry's real
-//     attributes.
+//     attributes; for a hard link to a file the kernel knows by another
+//     name, that inode, so that the kernel keeps one inode for the file
+//     (as it does when LINK answers).
 //   - UNLINK/RMDIR/RENAME of the operation's names: success.
 //   - SETATTR/SETXATTR/REMOVEXATTR of the operation's name: the current
 //     attributes, success.
@@ -178,7 +180,10 @@ func (n *node) standIn(ctx context.Context, name string, mode uint32, now string
 	// name right after its removal event to see it again.
 	out.SetEntryTimeout(0)
 	out.SetAttrTimeout(0)
-	return n.NewInode(ctx, &node{br: n.br}, st)
+	// A rename's stand-in has the real inode number and may become the
+	// kernel's inode of the new name: it must be in the index.
+	_, in := n.newNode(ctx, st)
+	return in
 }
 
 // replayCreate answers MKNOD/MKDIR/SYMLINK of name from the replay thread
@@ -194,6 +199,20 @@ func (n *node) replayCreate(ctx context.Context, op *ReplayOp, name string, typ 
 		// Gone (or replaced) again already: a stand-in the kernel
 		// forgets at once; the next event fixes the picture.
 		return n.standIn(ctx, name, typ, "", out), 0
+	}
+	if typ&syscall.S_IFMT != syscall.S_IFDIR && la.Out.Nlink > 1 {
+		// A hard link made underneath to a file the kernel may know
+		// by another name. go-fuse would register a new node for a
+		// MKNOD, exclusively, and the kernel would then hold two
+		// inodes for one file, the other name's cache stale after a
+		// write through this one (no event invalidates it: the write
+		// is the mount's own). Answering with the node it knows
+		// makes the kernel add the name to that inode, as a LINK
+		// reply does.
+		if in := n.br.knownInode(la.Out.Ino, typ); in != nil {
+			n.fillEntry(&la.Out, out)
+			return in, 0
+		}
 	}
 	return n.newChild(ctx, &la.Out, out), 0
 }

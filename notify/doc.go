@@ -27,6 +27,9 @@
 //     caches about the names involved (layer.Server.Invalidate), so a stat
 //     through the mount sees a change underneath at once even with long
 //     entry and attribute timeouts and cached listings (FOPEN_CACHE_DIR).
+//     A file's attributes and pages are dropped under every name the
+//     kernel knows it by: a write through a hard link the kernel never
+//     looked up reaches the inode it knows by inode number.
 //   - the replay thread: re-enacts each backing event on the mount so that
 //     plain inotify watchers of the mountpoint see it (below).
 //   - subscribers ([Notifier.Subscribe]; the control method "watch",
@@ -162,11 +165,15 @@
 //  4. A replayed syscall waits for the kernel, which waits for the
 //     daemon's answers to the requests it sends (2). Those requests are
 //     answered on go-fuse's reader goroutines by the bridge's replay path,
-//     which takes no lock of the bridge's (it reads two atomics) and runs
+//     which takes no lock of the bridge's that is held while waiting (it
+//     reads two atomics and may take the inode-number index's mutex, held
+//     for a map access only) and runs
 //     only read-only ops down the stack, as any request does: by (1) it
 //     does not wait for the replay thread or the invalidator.
-//  5. The invalidator waits for kernel locks (3) and, never, for the
-//     replay thread: it hands events over through a bounded queue without
+//  5. The invalidator waits for kernel locks (3), for read-only ops down
+//     the stack (the lookup that finds a changed name's inode number),
+//     which by (1) wait for no goroutine of this package, and, never, for
+//     the replay thread: it hands events over through a bounded queue without
 //     blocking (a full queue drops the replay, counted and logged: inotify
 //     watchers of the mount then miss that change; the watch stream and
 //     the invalidation still have it).

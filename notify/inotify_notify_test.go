@@ -141,6 +141,45 @@ func TestInvalidationWithLongTimeouts(t *testing.T) {
 				}
 				return ""
 			})
+
+			// A hard link made underneath to h, which the kernel
+			// knows: the kernel must keep one inode for both names
+			// (the replay re-enacts it as a link, not a mknod), or a
+			// write through one name leaves the other's cached size
+			// stale for the 30 s: own writes cause no invalidation.
+			done := r.n.Stats()
+			sh(t, r.backing, "ln h l")
+			r.rec.wait(t, notifyWant{"create", "l", "", "backing"})
+			waitFor(t, func() string {
+				st := r.n.Stats()
+				if st.Invalidated == done.Invalidated || replay && st.Replayed+st.ReplayFailed == done.Replayed+done.ReplayFailed {
+					return "the link's creation was not invalidated and replayed"
+				}
+				return ""
+			})
+			var st syscall.Stat_t
+			if err := syscall.Lstat(m+"/l", &st); err != nil || st.Size != 7 || st.Nlink != 2 {
+				t.Fatalf("l after ln underneath: %v, size %d, nlink %d", err, st.Size, st.Nlink)
+			}
+			f, err := os.OpenFile(m+"/h", os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.WriteString("more\n"); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := syscall.Lstat(m+"/l", &st); err != nil || st.Size != 12 {
+				t.Errorf("l after a write through h: %v, size %d, want 12", err, st.Size)
+			}
+			if b, err := os.ReadFile(m + "/l"); err != nil || string(b) != "twotwo\nmore\n" {
+				t.Errorf("l after a write through h: %q, %v", b, err)
+			}
+			if st := r.n.Stats(); st.ReplayFailed != done.ReplayFailed {
+				t.Errorf("replays failed: %d", st.ReplayFailed-done.ReplayFailed)
+			}
 		})
 	}
 }
