@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"regexp"
@@ -135,6 +136,16 @@ func TestStressNG(t *testing.T) {
 				"--xattr", "1", "--chmod", "1", "--utime", "1", "--filename", "1",
 				"--io", "1", "--metrics-brief")
 			out, err := cmd.CombinedOutput()
+			var exit *exec.ExitError
+			if errors.As(err, &exit) && exit.ExitCode() == 7 {
+				// "The bogo ops metrics may be untrustworthy": a
+				// stressor was stopped at the end of the run while it
+				// updated its operation counter, which happens on a
+				// loaded machine. Its checks (--verify) passed; a
+				// failed one exits with 2.
+				t.Logf("stress-ng: metrics untrustworthy (exit 7), checks passed")
+				err = nil
+			}
 			if err != nil {
 				t.Fatalf("stress-ng failed: %v\n%s", err, out)
 			}

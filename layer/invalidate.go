@@ -40,8 +40,12 @@ func (s *Server) Invalidate(ev Event) {
 	case EventRename:
 		s.invalidateEntry(ev.OldPath, false)
 		s.invalidateEntry(ev.Path, false)
-		if in := s.inode(ev.Path); in != nil {
-			in.NotifyContent(-1, 0) // ctime changed
+		if ev.Dir {
+			if in := s.inode(ev.Path); in != nil {
+				in.NotifyContent(-1, 0) // ctime changed
+			}
+		} else {
+			s.invalidateFile(ev.Path, -1) // ctime, under every name
 		}
 	case EventModify:
 		s.invalidateFile(ev.Path, 0) // attributes and every cached page

@@ -402,4 +402,18 @@ func TestInvalidateHardLink(t *testing.T) {
 	var st unix.Stat_t
 	require.NoError(t, unix.Lstat(mnt+"/a/x", &st))
 	assert.EqualValues(t, 0o600, st.Mode&0o7777, "mode after a chmod through the other link")
+
+	// A rename of the other link (the kernel never looked up c/z): the
+	// change time of the name it knows follows.
+	require.NoError(t, unix.Lstat(mnt+"/a/x", &st))
+	before := st.Ctim
+	time.Sleep(10 * time.Millisecond) // a later ctime, whatever the clock's grain
+	require.NoError(t, os.Rename(backing+"/c/z", backing+"/c/w"))
+	require.NoError(t, unix.Lstat(mnt+"/a/x", &st))
+	require.Equal(t, before, st.Ctim, "cached")
+	srv.Invalidate(layer.Event{Kind: layer.EventRename, OldPath: "c/z", Path: "c/w"})
+	require.NoError(t, unix.Lstat(mnt+"/a/x", &st))
+	var want unix.Stat_t
+	require.NoError(t, unix.Lstat(backing+"/a/x", &want))
+	assert.Equal(t, want.Ctim, st.Ctim, "ctime after a rename of the other link")
 }
