@@ -320,12 +320,12 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 }
 
 func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, Errno) {
+	if _, ok := n.br.replaying(ctx); ok {
+		return nil, syscall.EPERM
+	}
 	t, ok := target.(*node)
 	if !ok {
 		return nil, syscall.EXDEV
-	}
-	if _, ok := n.br.replaying(ctx); ok {
-		return nil, syscall.EPERM
 	}
 	op := &LinkOp{Node: &t.Node, OldPath: t.path(), NewPath: n.child(name)}
 	if _, errno := n.do(ctx, op); errno != 0 {

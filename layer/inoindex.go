@@ -71,9 +71,9 @@ func (x *inoIndex) empty() bool {
 	return len(x.m) == 0
 }
 
-// get returns the nodes of inode number ino that are still alive (at most
-// one of them is in go-fuse's tree; the others were dropped but not yet
-// collected).
+// get returns the nodes of inode number ino that are still alive: the one
+// in go-fuse's tree (rarely two, see Server.invalidateFile) and those it
+// dropped that are not yet collected.
 func (x *inoIndex) get(ino uint64) []*node {
 	x.mu.Lock()
 	defer x.mu.Unlock()
