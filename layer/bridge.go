@@ -178,10 +178,13 @@ func (n *node) fillEntry(a *Attr, out *fuse.EntryOut) {
 // whichever way it was made.
 func (n *node) newNode(ctx context.Context, st fs.StableAttr) (*node, *fs.Inode) {
 	ch := &node{br: n.br}
+	in := n.NewInode(ctx, ch, st)
 	if st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		// Only now: NewInode initialises the fields the invalidator
+		// reads, and the index's mutex orders those writes before it.
 		n.br.links.add(st.Ino, ch)
 	}
-	return ch, n.NewInode(ctx, ch, st)
+	return ch, in
 }
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, Errno) {
