@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
 	--runs) runs=$2; shift 2 ;;
 	--out) out=$2; shift 2 ;;
 	--fs) fs=$2; shift 2 ;;
-	-h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,/^set -euo/{/^set -euo/d;p}' "$0"; exit 0 ;;
 	*) echo "crypt.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
