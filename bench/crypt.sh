@@ -206,4 +206,19 @@ report() {
 	echo
 	echo "Ratios are speed ratios against vfsfilter crypt (>1: vfsfilter crypt is faster), each the median of the per-round ratios: every configuration runs once per round, in turn, so a round's ratios compare runs made minutes apart (the throughputs and times shown are medians over all rounds). The last column is the same for crypt mounted with --no-notify, which gocryptfs's feature set matches. Targets (issue 4): write >= 1.3x gocryptfs, cold read >= 1.5x, warm read >= 5x, metadata (untar, ls -lR, rm -rf) >= 1.0x."
 }
-report | tee ${out:+"$out"}
+# samples: every round's time in seconds, per configuration and workload,
+# in round order, so a reader can tell a slow round from a slow
+# configuration.
+samples() {
+	echo
+	echo "Per-round times (s), rounds in order:"
+	echo
+	echo "| workload | $(for c in $configs; do printf '%s | ' "${label[$c]}"; done)"
+	echo "| --- | $(for c in $configs; do printf -- '--- | '; done)"
+	for w in seqwrite seqread-cold seqread-warm untar ls-lR rm-rf; do
+		printf '| %s | ' "$w"
+		for c in $configs; do printf '%s | ' "$(echo ${res[$c,$w]})"; done
+		echo
+	done
+}
+{ report; samples; } | tee ${out:+"$out"}
