@@ -13,9 +13,11 @@
 # memory (dd bs=1M, fsync), sequential
 # read cold (after remount and drop_caches) and warm (a second read, page
 # cache kept where the file system allows), untar of a source tree (then
-# sync), ls -lR (after remount), rm -rf of the tree. Configurations run in
-# turn within each round, in a different order each round, so that a
-# disturbance of the shared machine does not always hit the same one.
+# sync), ls -lR (after remount), rm -rf of the tree. Within a round each
+# workload runs for every configuration in turn, back to back, before the
+# next workload, in a different order each round, so that the runs a ratio
+# compares are seconds apart and a disturbance of the shared machine does
+# not always hit the same configuration.
 # --fs image (the default) runs everything on a fresh journaled ext4 image
 # (bench/lib/ext4img.sh says why); --fs dir on the file system of the work
 # directory ($TMPDIR or /var/tmp).
@@ -129,19 +131,47 @@ median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END{print a[int((NR+
 spread() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END{if (a[1] > 0) printf "%.0f%%", 100*(a[NR]-a[1])/a[1]; else print "-"}'; }
 
 declare -A res
-run_one() { # config
+# Each workload runs for every configuration in turn before the next
+# workload starts, so the two runs a ratio pairs (gocryptfs's and crypt's
+# write, say) are seconds apart, not the minutes a whole configuration's
+# set of workloads takes: on a shared machine whose speed drifts within
+# a minute, pairing runs made far apart measures the drift as much as the
+# file systems. Every step starts from its own mount.
+phase_write() {
 	local c=$1 m
-	m=$(dir "$1")
+	m=$(dir "$c")
 	mount_fs "$c"
 	rm -rf "$m/big" "$m/tree"
 	drop
 	res[$c,seqwrite]+=" $(t dd if="$in/big.src" of="$m/big" bs=1M conv=fsync)"
-	umount_fs "$c"; drop; mount_fs "$c"
+	umount_fs "$c"
+}
+phase_read() {
+	local c=$1 m
+	m=$(dir "$c")
+	drop; mount_fs "$c"
 	res[$c,seqread-cold]+=" $(t dd if="$m/big" of=/dev/null bs=1M)"
 	res[$c,seqread-warm]+=" $(t dd if="$m/big" of=/dev/null bs=1M)"
+	umount_fs "$c"
+}
+phase_untar() {
+	local c=$1 m
+	m=$(dir "$c")
+	drop; mount_fs "$c"
 	res[$c,untar]+=" $(t sh -c "mkdir '$m/tree' && tar -C '$m/tree' -xf '$in/tree.tar' && sync")"
-	umount_fs "$c"; drop; mount_fs "$c"
+	umount_fs "$c"
+}
+phase_ls() {
+	local c=$1 m
+	m=$(dir "$c")
+	drop; mount_fs "$c"
 	res[$c,ls-lR]+=" $(t ls -lR "$m/tree")"
+	# rm -rf runs next, on this mount, as a user would right after
+	# listing the tree.
+}
+phase_rm() {
+	local c=$1 m
+	m=$(dir "$c")
 	# The big file goes first, untimed: rm -rf measures the tree alone.
 	rm -f "$m/big"
 	sync
@@ -157,17 +187,23 @@ for r in $(seq "$runs"); do
 		j=$(((i + r - 1) % $# + 1))
 		order+=" ${!j}"
 	done
-	for c in $order; do
-		log "round $r: ${label[$c]}"
-		run_one "$c"
+	for p in write read untar; do
+		log "round $r: $p"
+		for c in $order; do "phase_$p" "$c"; done
 	done
+	# ls -lR and rm -rf share a mount (rm -rf finds the listings
+	# cached, where the file system keeps them), so each configuration
+	# runs both before the next.
+	log "round $r: ls -lR, rm -rf"
+	for c in $order; do phase_ls "$c"; phase_rm "$c"; done
 done
 
 # pair A B: per-round speed ratios of configuration B against A (A's time
-# over B's, so >1 means B is faster), one per line. The configurations of a
-# round run minutes apart at most, so pairing them by round cancels the
-# drift of a shared machine's speed between rounds, which a ratio of two
-# medians taken over all rounds does not.
+# over B's, so >1 means B is faster), one per line. A round runs each
+# workload for all configurations back to back (seconds apart), so
+# pairing them by round cancels the drift of a shared machine's speed
+# between rounds, which a ratio of two medians taken over all rounds does
+# not.
 pair() { # workload A B
 	paste -d' ' <(echo "${res[$2,$1]}" | tr ' ' '\n' | grep .) <(echo "${res[$3,$1]}" | tr ' ' '\n' | grep .) |
 		awk '$2 > 0 {printf "%.4f\n", $1 / $2}'
@@ -204,7 +240,7 @@ report() {
 				w, n, p, g, v, sp, G[1], G[2], G[3], tg, G[4], G[5], N[1], P[1], x, X[1]}'
 	done
 	echo
-	echo "Ratios are speed ratios against vfsfilter crypt (>1: vfsfilter crypt is faster), each the median of the per-round ratios: every configuration runs once per round, in turn, so a round's ratios compare runs made minutes apart (the throughputs and times shown are medians over all rounds). The last column is the same for crypt mounted with --no-notify, which gocryptfs's feature set matches. Targets (issue 4): write >= 1.3x gocryptfs, cold read >= 1.5x, warm read >= 5x, metadata (untar, ls -lR, rm -rf) >= 1.0x."
+	echo "Ratios are speed ratios against vfsfilter crypt (>1: vfsfilter crypt is faster), each the median of the per-round ratios: each workload runs for every configuration back to back within a round, so a round's ratios compare runs made seconds apart (the throughputs and times shown are medians over all rounds). The last column is the same for crypt mounted with --no-notify, which gocryptfs's feature set matches. Targets (issue 4): write >= 1.3x gocryptfs, cold read >= 1.5x, warm read >= 5x, metadata (untar, ls -lR, rm -rf) >= 1.0x."
 }
 # samples: every round's time in seconds, per configuration and workload,
 # in round order, so a reader can tell a slow round from a slow
