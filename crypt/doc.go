@@ -95,6 +95,16 @@
 //     before FUSE_LSEEK, so SEEK_DATA/SEEK_HOLE miss data not yet written
 //     back (the SeekDataHole scenario fails); and it trusts its own size
 //     and mtime over the daemon's, so changes made below are not seen.
+//   - Write-behind instead (behind.go): a large WRITE (128 KiB or more)
+//     is answered once its ciphertext is made, and written below on a
+//     goroutine while the writer copies in its next request. Its space
+//     is allocated first, so a full disk still fails the write(2)
+//     itself; everything that reads or changes the file below waits for
+//     it; a write below that fails all the same (an I/O error) is
+//     reported by the next fsync or close, as a page cache's writeback
+//     error is. Not for O_SYNC/O_DSYNC files; Options.SyncWrites turns
+//     it off. A daemon killed by SIGKILL can lose the last answered
+//     write of each file being written (at most 1 MiB each).
 //   - fallocate: allocating allocates the ciphertext of the range below
 //     (FALLOC_FL_KEEP_SIZE; the size is crypt's to set), which keeps
 //     fallocate's promise (a later write there finds its space) without

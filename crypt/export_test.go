@@ -7,6 +7,8 @@ import (
 	"slices"
 	"syscall"
 	"testing"
+
+	"github.com/vfsfilter/vfsfilter/layer"
 )
 
 // NewConfigWithout is NewConfig for a tree without the optional feature,
@@ -61,4 +63,18 @@ func AsNobody(t *testing.T, run, env, val, dir string) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("child as nobody: %v\n%s", err, out)
 	}
+}
+
+// BehindStarted is the number of write-behinds f has started.
+func (f *Filter) BehindStarted() int64 { return f.behindStarted.Load() }
+
+// SetBehindTest makes every write-behind of f run run first (a non-zero
+// errno fails it without writing), and waitBehind run waiting when it
+// finds write-behinds running; nil for both removes the hooks.
+func (f *Filter) SetBehindTest(run func() layer.Errno, waiting func()) {
+	if run == nil && waiting == nil {
+		f.testHooks.Store(nil)
+		return
+	}
+	f.testHooks.Store(&behindHooks{run: run, waiting: waiting})
 }

@@ -45,6 +45,13 @@ type fileState struct {
 	// continues. Guarded by mu held exclusively; only writers use it.
 	// See writeSize for when it is trusted.
 	wc writeCache
+
+	// The write-behind (behind.go): wbDone is closed when the running
+	// one ends (nil: none runs); wbErr is the error of a failed one that
+	// no flush or fsync has reported yet. Guarded by wbMu.
+	wbMu   sync.Mutex
+	wbDone chan struct{}
+	wbErr  layer.Errno
 }
 
 // writeCache is a fileState's memory of its own last write.
@@ -154,6 +161,9 @@ func (f *Filter) open(c *layer.Call, op *layer.OpenOp) (layer.Status, layer.Errn
 		c.Context = withDir(c.Context, d)
 		return cont, 0
 	}
+	if op.Flags&syscall.O_TRUNC != 0 {
+		f.waitBehind() // or the write would land after the truncation
+	}
 	op.Flags = backingFlags(op.Flags)
 	c.Context = withPlain(c.Context, e.plain)
 	return cont, 0
@@ -190,6 +200,9 @@ func (f *Filter) create(c *layer.Call, op *layer.CreateOp) (layer.Status, layer.
 	undo, errno := f.writeSide(c, &e)
 	if errno != 0 {
 		return done, errno
+	}
+	if op.Flags&syscall.O_TRUNC != 0 {
+		f.waitBehind() // or the write would land after the truncation
 	}
 	sub := *op
 	sub.Path = e.cpath
@@ -337,7 +350,7 @@ func (f *Filter) read(c *layer.Call, op *layer.ReadOp) (layer.Status, layer.Errn
 	if of == nil {
 		return pass, 0
 	}
-	of.st.mu.RLock()
+	of.st.rlock()
 	n, errno := f.readAt(c, op.Handle, of, op.Dest, uint64(op.Off))
 	of.st.mu.RUnlock()
 	if errno != 0 {
@@ -436,7 +449,7 @@ func (f *Filter) write(c *layer.Call, op *layer.WriteOp) (layer.Status, layer.Er
 	if of == nil {
 		return pass, 0
 	}
-	of.st.mu.Lock()
+	of.st.lock()
 	n, errno := f.writeAt(c, op.Handle, of, op.Data, uint64(op.Off), op.KillSuidgid)
 	of.st.mu.Unlock()
 	op.Written = uint32(n)
@@ -579,7 +592,12 @@ func (f *Filter) writeAt(c *layer.Call, h *layer.Handle, of *openFile, data []by
 	}
 	nb := b1 - b0 + 1
 	cbuf, put2 := f.buf(HeaderLen + int(nb*f.content.cbs))
-	defer put2()
+	behind := false // cbuf is the write-behind's now
+	defer func() {
+		if !behind {
+			put2()
+		}
+	}()
 	coff := f.content.BlockOff(b0)
 	ct := cbuf[:0]
 	if hdr != nil {
@@ -597,12 +615,30 @@ func (f *Filter) writeAt(c *layer.Call, h *layer.Handle, of *openFile, data []by
 	hdrLen := uint64(len(ct))
 	ct = cbuf[:len(ct)+len(body)]
 	w := &layer.WriteOp{Handle: h, Off: int64(coff), Data: ct, KillSuidgid: kill}
+	if f.canBehind(h, len(data), unpad != nil) && f.reserveBehind(c, h, coff, uint64(len(ct)), csize) {
+		behind = true
+		f.wrote(st, gen, pbuf, oldP, b0, b1, end, tail, tailOK)
+		f.writeBehind(c, of, w, put2, func(bc *layer.Call, written uint64, errno layer.Errno) {
+			f.shortWrite(bc, h, csize, coff, hdrLen, written, uint64(len(ct)), b0, off, end, nil, errno)
+		})
+		return len(data), 0
+	}
 	if errno := f.att.Below.Do(c, w); errno != 0 || int(w.Written) != len(ct) {
 		return f.shortWrite(c, h, csize, coff, hdrLen, uint64(w.Written), uint64(len(ct)), b0, off, end, unpad, errno)
 	}
-	// The file below is now the old one with blocks b0..b1 replaced
-	// (and the old partial last block padded, before b0): remember its
-	// size and its partial last block.
+	f.wrote(st, gen, pbuf, oldP, b0, b1, end, tail, tailOK)
+	return len(data), 0
+}
+
+// wrote fills the write cache after a write that ended at plaintext
+// offset end and rewrote blocks b0..b1 (whose new plaintext pbuf holds) of
+// a file of plaintext size oldP: the file below is now the old one with
+// those blocks replaced (and the old partial last block padded, before
+// b0). tail and tailOK are what the cache held of the old partial last
+// block. A write-behind counts as written here; if it fails, it drops the
+// cache again.
+func (f *Filter) wrote(st *fileState, gen uint64, pbuf []byte, oldP, b0, b1, end uint64, tail []byte, tailOK bool) {
+	bs := f.content.bs
 	newP := max(oldP, end)
 	wc := &st.wc
 	wc.ok, wc.gen, wc.csize = true, gen, f.content.CipherSize(newP)
@@ -619,7 +655,6 @@ func (f *Filter) writeAt(c *layer.Call, h *layer.Handle, of *openFile, data []by
 		// it was.
 		wc.tail, wc.tailOK = tail, tailOK
 	}
-	return len(data), 0
 }
 
 // shortWrite cleans up after a write below that failed or wrote only
@@ -786,6 +821,9 @@ func (f *Filter) withWritable(c *layer.Call, h *layer.Handle, cpath, plain strin
 }
 
 func (f *Filter) setattr(c *layer.Call, op *layer.SetattrOp) (layer.Status, layer.Errno) {
+	// A write-behind landing after this would undo new times (its write
+	// sets mtime) and report its sizes.
+	f.waitBehind()
 	plain := op.Path
 	if st, errno := f.handlePath(c, &op.Path, op.Handle); st == done {
 		return st, errno
@@ -795,7 +833,7 @@ func (f *Filter) setattr(c *layer.Call, op *layer.SetattrOp) (layer.Status, laye
 	}
 	kill := op.In.Valid&fuse.FATTR_KILL_SUIDGID != 0
 	errno := f.withWritable(c, op.Handle, op.Path, plain, func(h *layer.Handle, of *openFile) layer.Errno {
-		of.st.mu.Lock()
+		of.st.lock()
 		defer of.st.mu.Unlock()
 		return f.resize(c, h, of, op.Path, op.In.Size, kill)
 	})
@@ -824,7 +862,7 @@ func (f *Filter) allocate(c *layer.Call, op *layer.AllocateOp) (layer.Status, la
 	if of == nil {
 		return pass, 0
 	}
-	of.st.mu.Lock()
+	of.st.lock()
 	defer of.st.mu.Unlock()
 	of.st.wc.drop()
 	csize, errno := f.cipherSize(c, op.Handle)
@@ -985,7 +1023,7 @@ func (f *Filter) lseek(c *layer.Call, op *layer.LseekOp) (layer.Status, layer.Er
 	if op.Whence != unix.SEEK_DATA && op.Whence != unix.SEEK_HOLE {
 		return done, syscall.EINVAL
 	}
-	of.st.mu.RLock()
+	of.st.rlock()
 	defer of.st.mu.RUnlock()
 	csize, errno := f.cipherSize(c, op.Handle)
 	if errno != 0 {
@@ -1049,7 +1087,7 @@ func (f *Filter) copyFileRange(c *layer.Call, op *layer.CopyFileRangeOp) (layer.
 	var copied uint64
 	for copied < total {
 		n := min(uint64(len(buf)), total-copied)
-		in.st.mu.RLock()
+		in.st.rlock()
 		r, errno := f.readAt(c, op.In, in, buf[:n], op.OffIn+copied)
 		in.st.mu.RUnlock()
 		if errno != 0 {
@@ -1061,7 +1099,7 @@ func (f *Filter) copyFileRange(c *layer.Call, op *layer.CopyFileRangeOp) (layer.
 		if r == 0 {
 			break
 		}
-		out.st.mu.Lock()
+		out.st.lock()
 		w, errno := f.writeAt(c, op.Out, out, buf[:r], op.OffOut+copied, false)
 		out.st.mu.Unlock()
 		copied += uint64(w)

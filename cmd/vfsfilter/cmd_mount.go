@@ -98,6 +98,7 @@ The --rules file is TOML:
 		fs.BoolVar(&f.debug, "debug", false, "log at debug level and trace every FUSE request")
 		f.secret.addFlags(fs)
 		fs.BoolVar(&f.cacheDirs, "cache-dirs", false, "let the kernel keep directory listings across opens (on by default where notify's fanotify watch invalidates the caches; --cache-dirs=false turns it off); with long --entry-timeout/--attr-timeout this makes warm listings (ls -lR) several times faster. Correct only while notify invalidates the caches (not with --no-notify)")
+		fs.BoolVar(&f.syncWrites, "sync-writes", false, "encrypted mounts: answer each write only once its ciphertext is written below, instead of writing large writes' ciphertext while the writer goes on (about a quarter slower for large sequential writes; in exchange a daemon killed with SIGKILL cannot lose an answered write)")
 		fs.BoolVar(&f.noNotify, "no-notify", false, "leave the notify filter out: no \"vfsfilter watch\" events, no cache invalidation or inotify events for changes made underneath (saves the backing watch's cost)")
 		return func(e *env, args []string) error {
 			f.readOnlySet = fs.Changed("read-only")
@@ -180,6 +181,7 @@ func runMount(e *env, cfg *mountConfig) error {
 		Log:        logger,
 		Control:    ctl,
 		NoNotify:   cfg.noNotify,
+		SyncWrites: cfg.syncWrites,
 		Secret: func(prompt string) ([]byte, error) {
 			return cfg.secret.read(prompt, false)
 		},

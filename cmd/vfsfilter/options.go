@@ -39,6 +39,8 @@ type mountConfig struct {
 	secret *secretFlags
 	// noNotify leaves the notify filters out of the stack.
 	noNotify bool
+	// syncWrites turns crypt's write-behind off (crypt.Options).
+	syncWrites bool
 	// cacheDirs lets the kernel keep directory listings.
 	cacheDirs bool
 	// entrySet, attrSet, cacheDirsSet: the user gave the value (flag or
@@ -61,6 +63,7 @@ type mountFlags struct {
 	logFile, logFormat                    string
 	secret                                secretFlags
 	noNotify                              bool
+	syncWrites                            bool
 	cacheDirs, cacheDirsSet               bool
 }
 
@@ -142,6 +145,7 @@ func newMountConfig(f *mountFlags, args []string) (*mountConfig, error) {
 		logFormat:       f.logFormat,
 		secret:          &f.secret,
 		noNotify:        f.noNotify,
+		syncWrites:      f.syncWrites,
 		cacheDirs:       f.cacheDirs,
 		entrySet:        f.entrySet,
 		attrSet:         f.attrSet,

@@ -25,6 +25,8 @@ type stackContext struct {
 	Control *control.Server
 	// NoNotify leaves the notify filters out (mount --no-notify).
 	NoNotify bool
+	// SyncWrites turns crypt's write-behind off (mount --sync-writes).
+	SyncWrites bool
 	// WritebackCache is set by a builder whose filter sees every file's
 	// data, so the kernel's writeback cache can replace FUSE passthrough
 	// (layer.MountOptions.WritebackCache).

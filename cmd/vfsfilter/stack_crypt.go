@@ -39,7 +39,7 @@ func buildCrypt(sc *stackContext) (layer.Filter, error) {
 	}
 	defer keys.Wipe()
 	sc.OnServe(func(*layer.Server) { raiseReadAhead(sc) })
-	return crypt.New(keys, crypt.Options{})
+	return crypt.New(keys, crypt.Options{SyncWrites: sc.SyncWrites})
 }
 
 // cryptReadAheadKiB is the read-ahead window of a crypt mount. The kernel
