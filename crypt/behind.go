@@ -243,3 +243,11 @@ func (f *Filter) releaseOp(c *layer.Call, op *layer.ReleaseOp) (layer.Status, la
 	}
 	return cont, 0
 }
+
+// Close waits for the write-behinds still running, so that a daemon that
+// closes its stack after the mount ends (layer.Stack.Close) has written
+// below every write it answered before it exits.
+func (f *Filter) Close() error {
+	f.waitBehind()
+	return nil
+}

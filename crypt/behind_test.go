@@ -218,3 +218,26 @@ func TestWriteBehindFullDisk(t *testing.T) {
 	assert.LessOrEqual(t, st.Blocks*512, (st.Size+4095)/4096*4096, "space allocated past the end of the file below")
 	t.Logf("wrote %d of %d bytes", n, len(data))
 }
+
+// TestWriteBehindClose: closing the filter (the daemon's last step after
+// its mount ends) waits for the write-behinds still running. The
+// write-behind is held until Close asks for it.
+func TestWriteBehindClose(t *testing.T) {
+	backing := t.TempDir()
+	mnt, f := behindMount(t, backing, crypt.Options{})
+	gate := make(chan struct{})
+	var open sync.Once
+	release := func() { open.Do(func() { close(gate) }) }
+	t.Cleanup(release)
+	f.SetBehindTest(func() layer.Errno { <-gate; return 0 }, release)
+
+	fh := openFile(t, filepath.Join(mnt, "f"), os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+	data := randBytes(1 << 20)
+	_, err := writeChunks(fh, data, len(data))
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	below, err := os.Stat(cipherFile(t, backing))
+	require.NoError(t, err)
+	want := int64(crypt.HeaderLen + len(data)/4096*(4096+crypt.BlockOverhead))
+	assert.Equal(t, want, below.Size(), "the file below once Close returns")
+}
