@@ -144,7 +144,10 @@ func TestWriteBehindStat(t *testing.T) {
 	gate := make(chan struct{})
 	var open sync.Once
 	release := func() { open.Do(func() { close(gate) }) }
-	t.Cleanup(release) // never leave a write-behind held
+	// Never leave a write-behind held: a deferred call runs before the
+	// test's clean-ups, which close the file (its FLUSH waits for the
+	// write-behind) and unmount.
+	defer release()
 	f.SetBehindTest(func() layer.Errno { <-gate; return 0 }, release)
 
 	p := filepath.Join(mnt, "f")
@@ -228,7 +231,7 @@ func TestWriteBehindClose(t *testing.T) {
 	gate := make(chan struct{})
 	var open sync.Once
 	release := func() { open.Do(func() { close(gate) }) }
-	t.Cleanup(release)
+	defer release() // before the clean-ups (see TestWriteBehindStat)
 	f.SetBehindTest(func() layer.Errno { <-gate; return 0 }, release)
 
 	fh := openFile(t, filepath.Join(mnt, "f"), os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
