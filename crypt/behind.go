@@ -26,10 +26,13 @@ import (
 //   - Order and visibility. A file has at most one write-behind at a
 //     time, and everything that reads or changes the file below waits for
 //     it first (fileState.lock and rlock: reads, writes, truncation,
-//     fallocate, lseek, copy_file_range, flush, fsync, release). getattr,
-//     lookup and setattr, which reach a file by path, wait for every
-//     running write-behind (waitBehind), so a stat after a write sees its
-//     size and mtime, and a utimensat after a write is not undone by it.
+//     fallocate, lseek, copy_file_range, flush, fsync, release). setattr
+//     and O_TRUNC opens wait for the file's write-behind before they go
+//     below (waitFile), so a utimensat after a write is not undone by it;
+//     getattr and lookup ask below again once it has landed (markBehind,
+//     stale), so a stat after a write sees its size and mtime. Only the
+//     file's own write-behind is waited for: a stat of another file, or a
+//     listing, is not held up by a large write under way.
 //   - Full disks. A write-behind's space is allocated before the write is
 //     answered (fallocate KEEP_SIZE of exactly its ciphertext range;
 //     already allocated blocks cost nothing), so a full disk or a quota
@@ -60,7 +63,8 @@ type behindHooks struct {
 	// run runs at the start of every write-behind; a non-zero errno
 	// fails it without writing.
 	run func() layer.Errno
-	// waiting runs when waitBehind finds write-behinds running.
+	// waiting runs when an op is about to wait for a running
+	// write-behind of its file (or, in Close, for all).
 	waiting func()
 }
 
@@ -99,18 +103,12 @@ func (st *fileState) behindErr() layer.Errno {
 	return errno
 }
 
-// waitBehind waits for every running write-behind. Ops that reach a file
-// by path (getattr, lookup, setattr) cannot tell which file state is
-// theirs before they ask below, so they wait for all: each is one write
-// below of at most a megabyte, and there are none unless large writes
-// are under way.
+// waitBehind waits for every running write-behind.
 func (f *Filter) waitBehind() {
 	if f.behind.Load() == 0 {
 		return
 	}
-	if h := f.testHooks.Load(); h != nil && h.waiting != nil {
-		h.waiting()
-	}
+	f.testWaiting()
 	var chans []chan struct{}
 	f.filesMu.Lock()
 	for _, st := range f.files {
@@ -124,6 +122,85 @@ func (f *Filter) waitBehind() {
 	for _, ch := range chans {
 		<-ch
 	}
+}
+
+// running says whether the file has a write-behind running.
+func (st *fileState) running() bool {
+	st.wbMu.Lock()
+	defer st.wbMu.Unlock()
+	return st.wbDone != nil
+}
+
+// stateOf returns the state of the open file with inode number ino below,
+// or nil.
+func (f *Filter) stateOf(ino uint64) *fileState {
+	f.filesMu.Lock()
+	defer f.filesMu.Unlock()
+	return f.files[ino]
+}
+
+// testWaiting runs the tests' hook before an op waits for write-behinds.
+func (f *Filter) testWaiting() {
+	if h := f.testHooks.Load(); h != nil && h.waiting != nil {
+		h.waiting()
+	}
+}
+
+// waitFile waits for the write-behind of the file at cpath below (or of
+// h, when it is crypt's), if one runs: setattr and O_TRUNC opens change
+// the file below, and a write answered before them must not land after
+// them. Which file the path names is asked below only while some
+// write-behind runs.
+func (f *Filter) waitFile(c *layer.Call, cpath string, h *layer.Handle) {
+	if f.behind.Load() == 0 {
+		return
+	}
+	st := (*fileState)(nil)
+	if of := f.openFile(h); of != nil {
+		st = of.st
+	} else {
+		ga := &layer.GetattrOp{Path: cpath, Handle: h}
+		if f.att.Below.Do(layer.InternalCall(c.Context), ga) != 0 || ga.Out.Mode&syscall.S_IFMT != syscall.S_IFREG {
+			return
+		}
+		st = f.stateOf(ga.Out.Ino)
+	}
+	if st != nil && st.running() {
+		f.testWaiting()
+		st.drain()
+	}
+}
+
+// behindMark carries, from a getattr's or lookup's pre-callback to its
+// post-callback, how many write-behinds had ended when it went below.
+type behindMark struct{}
+
+// markBehind notes, while write-behinds run, how many have ended before
+// a getattr or lookup goes below. With none running, every answered
+// write is below already and nothing is noted.
+func (f *Filter) markBehind(c *layer.Call) {
+	if f.behind.Load() > 0 {
+		c.Context = context.WithValue(c.Context, behindMark{}, f.behindEnded.Load())
+	}
+}
+
+// stale says whether the attributes a marked getattr or lookup got from
+// below for inode ino may predate a write answered before it, in which
+// case the op must ask again: the file's write-behind still runs (stale
+// waits for it), or some write-behind ended since the op went below (it
+// may have been this file's). A write-behind counts as ended before its
+// file's state stops showing it as running, so one of the two is seen.
+func (f *Filter) stale(c *layer.Call, ino uint64) bool {
+	mark, ok := c.Context.Value(behindMark{}).(uint64)
+	if !ok {
+		return false
+	}
+	if st := f.stateOf(ino); st != nil && st.running() {
+		f.testWaiting()
+		st.drain()
+		return true
+	}
+	return f.behindEnded.Load() != mark
 }
 
 // canBehind says whether a write of n plaintext bytes through h may go
@@ -202,6 +279,8 @@ func (f *Filter) writeBehind(c *layer.Call, of *openFile, w *layer.WriteOp, put 
 				"file", of.path, "offset", w.Off, "error", errno)
 		}
 		put()
+		// Ended before it stops showing as running: see stale.
+		f.behindEnded.Add(1)
 		st.wbMu.Lock()
 		if errno != 0 && st.wbErr == 0 {
 			st.wbErr = errno

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -18,7 +19,7 @@ import (
 
 // behindMount mounts backing through crypt with opts and returns the
 // mountpoint and the filter.
-func behindMount(t *testing.T, backing string, opts crypt.Options) (string, *crypt.Filter) {
+func behindMount(t *testing.T, backing string, opts crypt.Options, mopts ...layer.MountOptions) (string, *crypt.Filter) {
 	t.Helper()
 	conformance.RequireFUSE(t)
 	pt, err := layer.NewPassthrough(backing)
@@ -29,7 +30,11 @@ func behindMount(t *testing.T, backing string, opts crypt.Options) (string, *cry
 	st, err := layer.NewStack(nil, pt, f)
 	require.NoError(t, err)
 	mnt := t.TempDir()
-	srv, err := layer.Mount(mnt, st, layer.MountOptions{})
+	var mo layer.MountOptions
+	if len(mopts) > 0 {
+		mo = mopts[0]
+	}
+	srv, err := layer.Mount(mnt, st, mo)
 	require.NoError(t, err)
 	conformance.UnmountAtEnd(t, srv)
 	return mnt, f
@@ -135,37 +140,53 @@ func TestWriteBehind(t *testing.T) {
 
 // TestWriteBehindStat: a stat after a write answered ahead of its write
 // below waits for it, so it reports the file as that write left it. The
-// write-behind is held until the stat's getattr asks for it; without the
+// write-behind is held until the stat's request asks for it; without the
 // wait, the stat would report the mtime (and size) from before the write,
-// and the kernel would cache them.
+// and the kernel would cache them. Two mounts: one with the default
+// caches, where the stat is a GETATTR to which go-fuse hands one of the
+// inode's open files (so crypt knows the file), and one that caches no
+// names, where each stat looks the name up first (a LOOKUP reaches the
+// file by path; this kernel then asks GETATTR too, so this case passes
+// even without the LOOKUP's own check, which stays for kernels that
+// trust the LOOKUP's attributes).
 func TestWriteBehindStat(t *testing.T) {
-	backing := t.TempDir()
-	mnt, f := behindMount(t, backing, crypt.Options{})
-	gate := make(chan struct{})
-	var open sync.Once
-	release := func() { open.Do(func() { close(gate) }) }
-	// Never leave a write-behind held: a deferred call runs before the
-	// test's clean-ups, which close the file (its FLUSH waits for the
-	// write-behind) and unmount.
-	defer release()
-	f.SetBehindTest(func() layer.Errno { <-gate; return 0 }, release)
+	for _, tc := range []struct {
+		name string
+		mo   layer.MountOptions
+	}{
+		{"getattr", layer.MountOptions{}},
+		{"lookup", layer.MountOptions{EntryTimeout: time.Nanosecond, AttrTimeout: time.Hour}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			backing := t.TempDir()
+			mnt, f := behindMount(t, backing, crypt.Options{}, tc.mo)
+			gate := make(chan struct{})
+			var open sync.Once
+			release := func() { open.Do(func() { close(gate) }) }
+			// Never leave a write-behind held: a deferred call runs
+			// before the test's clean-ups, which close the file (its
+			// FLUSH waits for the write-behind) and unmount.
+			defer release()
+			f.SetBehindTest(func() layer.Errno { <-gate; return 0 }, release)
 
-	p := filepath.Join(mnt, "f")
-	fh := openFile(t, p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
-	data := randBytes(1 << 20)
-	n, err := writeChunks(fh, data, len(data))
-	require.NoError(t, err)
-	require.Equal(t, len(data), n)
-	require.Equal(t, int64(1), f.BehindStarted())
+			p := filepath.Join(mnt, "f")
+			fh := openFile(t, p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+			data := randBytes(1 << 20)
+			n, err := writeChunks(fh, data, len(data))
+			require.NoError(t, err)
+			require.Equal(t, len(data), n)
+			require.Equal(t, int64(1), f.BehindStarted())
 
-	st, err := os.Stat(p)
-	require.NoError(t, err)
-	release()
-	require.NoError(t, fh.Sync())
-	below, err := os.Stat(cipherFile(t, backing))
-	require.NoError(t, err)
-	assert.Equal(t, int64(len(data)), st.Size())
-	assert.Equal(t, below.ModTime(), st.ModTime(), "mtime seen through the mount right after the write")
+			st, err := os.Stat(p)
+			require.NoError(t, err)
+			release()
+			require.NoError(t, fh.Sync())
+			below, err := os.Stat(cipherFile(t, backing))
+			require.NoError(t, err)
+			assert.Equal(t, int64(len(data)), st.Size())
+			assert.Equal(t, below.ModTime(), st.ModTime(), "mtime seen through the mount right after the write")
+		})
+	}
 }
 
 // TestWriteBehindError: a write-behind that fails (an I/O error below) is

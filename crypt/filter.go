@@ -48,7 +48,8 @@ type Filter struct {
 	// file system cannot allocate ahead (1: fallocate is not supported,
 	// so nothing goes behind), and whether the options turned it off.
 	behind        atomic.Int64
-	behindStarted atomic.Int64 // how many ever started (for tests)
+	behindStarted atomic.Int64  // how many ever started (for tests)
+	behindEnded   atomic.Uint64 // how many ever ended (see stale)
 	noReserve     atomic.Int32
 	syncWrites    bool
 	// testHooks are tests' hooks into write-behind; nil otherwise.
@@ -225,7 +226,7 @@ func (f *Filter) handlePath(c *layer.Call, p *string, h *layer.Handle) (layer.St
 }
 
 func (f *Filter) lookup(c *layer.Call, op *layer.LookupOp) (layer.Status, layer.Errno) {
-	f.waitBehind() // the size and times below must include answered writes
+	f.markBehind(c)
 	e, errno := f.path(c, op.Path)
 	if errno != 0 {
 		return done, errno
@@ -235,6 +236,12 @@ func (f *Filter) lookup(c *layer.Call, op *layer.LookupOp) (layer.Status, layer.
 }
 
 func (f *Filter) postLookup(c *layer.Call, op *layer.LookupOp, errno layer.Errno) layer.Errno {
+	if errno == 0 && op.Out.Mode&syscall.S_IFMT == syscall.S_IFREG && f.stale(c, op.Out.Ino) {
+		again := &layer.LookupOp{Path: op.Path}
+		if errno = f.att.Below.Do(c, again); errno == 0 {
+			op.Out = again.Out
+		}
+	}
 	if errno == 0 {
 		f.fixAttr(&op.Out)
 	}
@@ -242,11 +249,26 @@ func (f *Filter) postLookup(c *layer.Call, op *layer.LookupOp, errno layer.Errno
 }
 
 func (f *Filter) getattr(c *layer.Call, op *layer.GetattrOp) (layer.Status, layer.Errno) {
-	f.waitBehind() // the size and times below must include answered writes
+	if of := f.openFile(op.Handle); of != nil {
+		// An fstat (or a stat that go-fuse gave an open file of the
+		// inode): its file is known.
+		if of.st.running() {
+			f.testWaiting()
+			of.st.drain()
+		}
+	} else {
+		f.markBehind(c)
+	}
 	return f.handlePath(c, &op.Path, op.Handle)
 }
 
 func (f *Filter) postGetattr(c *layer.Call, op *layer.GetattrOp, errno layer.Errno) layer.Errno {
+	if errno == 0 && op.Out.Mode&syscall.S_IFMT == syscall.S_IFREG && f.stale(c, op.Out.Ino) {
+		again := &layer.GetattrOp{Node: op.Node, Path: op.Path, Handle: op.Handle}
+		if errno = f.att.Below.Do(c, again); errno == 0 {
+			op.Out = again.Out
+		}
+	}
 	if errno == 0 {
 		f.fixAttr(&op.Out)
 	}

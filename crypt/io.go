@@ -162,7 +162,7 @@ func (f *Filter) open(c *layer.Call, op *layer.OpenOp) (layer.Status, layer.Errn
 		return cont, 0
 	}
 	if op.Flags&syscall.O_TRUNC != 0 {
-		f.waitBehind() // or the write would land after the truncation
+		f.waitFile(c, e.cpath, nil) // or the write would land after the truncation
 	}
 	op.Flags = backingFlags(op.Flags)
 	c.Context = withPlain(c.Context, e.plain)
@@ -202,7 +202,7 @@ func (f *Filter) create(c *layer.Call, op *layer.CreateOp) (layer.Status, layer.
 		return done, errno
 	}
 	if op.Flags&syscall.O_TRUNC != 0 {
-		f.waitBehind() // or the write would land after the truncation
+		f.waitFile(c, e.cpath, nil) // or the write would land after the truncation
 	}
 	sub := *op
 	sub.Path = e.cpath
@@ -821,13 +821,13 @@ func (f *Filter) withWritable(c *layer.Call, h *layer.Handle, cpath, plain strin
 }
 
 func (f *Filter) setattr(c *layer.Call, op *layer.SetattrOp) (layer.Status, layer.Errno) {
-	// A write-behind landing after this would undo new times (its write
-	// sets mtime) and report its sizes.
-	f.waitBehind()
 	plain := op.Path
 	if st, errno := f.handlePath(c, &op.Path, op.Handle); st == done {
 		return st, errno
 	}
+	// A write-behind landing after this would undo new times (its write
+	// sets mtime) and the new size.
+	f.waitFile(c, op.Path, op.Handle)
 	if op.In.Valid&fuse.FATTR_SIZE == 0 {
 		return cont, 0
 	}
