@@ -131,6 +131,16 @@ func (st *fileState) running() bool {
 	return st.wbDone != nil
 }
 
+// await waits for st's write-behind if one runs, and says whether it did.
+func (f *Filter) await(st *fileState) bool {
+	if st == nil || !st.running() {
+		return false
+	}
+	f.testWaiting()
+	st.drain()
+	return true
+}
+
 // stateOf returns the state of the open file with inode number ino below,
 // or nil.
 func (f *Filter) stateOf(ino uint64) *fileState {
@@ -165,10 +175,7 @@ func (f *Filter) waitFile(c *layer.Call, cpath string, h *layer.Handle) {
 		}
 		st = f.stateOf(ga.Out.Ino)
 	}
-	if st != nil && st.running() {
-		f.testWaiting()
-		st.drain()
-	}
+	f.await(st)
 }
 
 // behindMark carries, from a getattr's or lookup's pre-callback to its
@@ -191,16 +198,14 @@ func (f *Filter) markBehind(c *layer.Call) {
 // may have been this file's). A write-behind counts as ended before its
 // file's state stops showing it as running, so one of the two is seen.
 func (f *Filter) stale(c *layer.Call, ino uint64) bool {
+	if f.behindStarted.Load() == 0 {
+		return false // no write-behind ever: nothing was marked
+	}
 	mark, ok := c.Context.Value(behindMark{}).(uint64)
 	if !ok {
 		return false
 	}
-	if st := f.stateOf(ino); st != nil && st.running() {
-		f.testWaiting()
-		st.drain()
-		return true
-	}
-	return f.behindEnded.Load() != mark
+	return f.await(f.stateOf(ino)) || f.behindEnded.Load() != mark
 }
 
 // canBehind says whether a write of n plaintext bytes through h may go

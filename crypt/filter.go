@@ -44,11 +44,12 @@ type Filter struct {
 	// offers the mode only where the file system underneath does.
 	zeroRangeBelow atomic.Int32
 
-	// Write-behind (behind.go): how many run now, whether the backing
-	// file system cannot allocate ahead (1: fallocate is not supported,
-	// so nothing goes behind), and whether the options turned it off.
+	// Write-behind (behind.go): how many run now, how many ever started
+	// and ended, whether the backing file system cannot allocate ahead
+	// (1: fallocate is not supported, so nothing goes behind), and
+	// whether the options turned it off.
 	behind        atomic.Int64
-	behindStarted atomic.Int64  // how many ever started (for tests)
+	behindStarted atomic.Int64  // tests read it; stale's fast path too
 	behindEnded   atomic.Uint64 // how many ever ended (see stale)
 	noReserve     atomic.Int32
 	syncWrites    bool
@@ -252,10 +253,7 @@ func (f *Filter) getattr(c *layer.Call, op *layer.GetattrOp) (layer.Status, laye
 	if of := f.openFile(op.Handle); of != nil {
 		// An fstat (or a stat that go-fuse gave an open file of the
 		// inode): its file is known.
-		if of.st.running() {
-			f.testWaiting()
-			of.st.drain()
-		}
+		f.await(of.st)
 	} else {
 		f.markBehind(c)
 	}
