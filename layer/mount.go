@@ -116,6 +116,13 @@ func Mount(mountpoint string, stack *Stack, opts MountOptions) (*Server, error) 
 		MaxWrite:      1 << 20,
 		MaxReadAhead:  1 << 20,
 		MaxBackground: 64,
+		// Every read reply is bytes in memory (a filter may have changed
+		// them; plain files go by FUSE passthrough). With splice on,
+		// go-fuse still takes a pipe, writes the reply header into it and
+		// drains it again before falling back to writev: two wasted
+		// system calls per READ, or a failed pipe resize logged for each
+		// 1 MiB one.
+		DisableSplice: true,
 		Logger:        log.New(slogWriter{logger}, "", 0),
 	}
 	mo.DirectMountFlags, mo.Options = mountFlags(opts.Options)
