@@ -543,3 +543,36 @@ func skipOutsideCI(t *testing.T, format string, args ...any) {
 	}
 	t.Skipf(format, args...)
 }
+
+// TestSymlinkTargetLimit: an encrypted target must fit a symlink below
+// (4095 bytes of base64url), so plaintext targets of up to 3039 bytes work
+// and longer ones get ENAMETOOLONG, the errno of a target too long on
+// ext4, and leave nothing behind.
+func TestSymlinkTargetLimit(t *testing.T) {
+	mnt, backing := conformance.Mount(t, cryptStack, layer.MountOptions{})
+	long := strings.Repeat("t", 3039)
+	must(t, os.Symlink(long, mnt+"/ok"))
+	got, err := os.Readlink(mnt + "/ok")
+	must(t, err)
+	if got != long {
+		t.Errorf("target of %d bytes reads back as %d bytes", len(long), len(got))
+	}
+	err = os.Symlink(long+"t", mnt+"/long")
+	if !errors.Is(err, syscall.ENAMETOOLONG) {
+		t.Errorf("target of 3040 bytes: %v, want ENAMETOOLONG", err)
+	}
+	if _, err := os.Lstat(mnt + "/long"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("refused symlink: lstat gives %v, want not exist", err)
+	}
+	ents, err := os.ReadDir(backing)
+	must(t, err)
+	links := 0
+	for _, e := range ents {
+		if e.Type()&os.ModeSymlink != 0 {
+			links++
+		}
+	}
+	if links != 1 {
+		t.Errorf("%d symlinks below, want 1", links)
+	}
+}

@@ -167,6 +167,11 @@ func Mount(mountpoint string, stack *Stack, opts MountOptions) (*Server, error) 
 		// The root keeps the backing root's inode number, as every other
 		// entry does.
 		RootStableAttr: &fs.StableAttr{Mode: syscall.S_IFDIR, Ino: rootAttr.Out.Ino},
+		// Modes are the backing file's, 0 included. Without this go-fuse
+		// shows a file of mode 0000 as 0644, and with allow_other (so
+		// default_permissions) the kernel would let every user read a
+		// file that its owner had made unreadable.
+		NullPermissions: true,
 	}
 	if br.negTTL > 0 {
 		// go-fuse turns ENOENT into a cacheable negative entry only

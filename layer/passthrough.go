@@ -181,7 +181,37 @@ func (p *Passthrough) done(fd int) {
 	}
 }
 
+// openat2 is openat2(2), retried on EINTR and EAGAIN, for paths of any
+// length: the kernel refuses a path of PATH_MAX bytes or more, while a
+// local file system has no limit on depth (a process that works relative
+// to a deep directory never names it whole). The stack names every entry
+// by its path from the root, so a long one is walked in pieces shorter
+// than PATH_MAX, each resolved as resolveHow says from the directory the
+// one before it opened.
 func openat2(dirfd int, path string, how *unix.OpenHow) (int, error) {
+	start := dirfd
+	for len(path) >= unix.PathMax {
+		i := strings.LastIndexByte(path[:unix.PathMax-1], '/')
+		if i <= 0 {
+			return -1, unix.ENAMETOOLONG
+		}
+		fd, err := openat2Short(dirfd, path[:i], &resolveHow)
+		if dirfd != start {
+			unix.Close(dirfd)
+		}
+		if err != nil {
+			return -1, err
+		}
+		dirfd, path = fd, path[i+1:]
+	}
+	fd, err := openat2Short(dirfd, path, how)
+	if dirfd != start {
+		unix.Close(dirfd)
+	}
+	return fd, err
+}
+
+func openat2Short(dirfd int, path string, how *unix.OpenHow) (int, error) {
 	for {
 		fd, err := openat2NoAlloc(dirfd, path, how)
 		if err == unix.EINTR || err == unix.EAGAIN {
@@ -348,7 +378,13 @@ func (p *Passthrough) setattr(c *Call, op *SetattrOp) error {
 			return err
 		}
 	}
-	if in.Valid&(fuse.FATTR_UID|fuse.FATTR_GID) != 0 {
+	// chown(path, -1, -1) reaches us as a SETATTR that changes nothing
+	// (only the kernel's own FATTR_CTIME, with the writeback cache). A
+	// local file system still updates the change time, so do the same
+	// no-op chown below rather than nothing.
+	const changes = fuse.FATTR_MODE | fuse.FATTR_UID | fuse.FATTR_GID | fuse.FATTR_SIZE |
+		fuse.FATTR_ATIME | fuse.FATTR_MTIME | fuse.FATTR_ATIME_NOW | fuse.FATTR_MTIME_NOW
+	if in.Valid&changes == 0 || in.Valid&(fuse.FATTR_UID|fuse.FATTR_GID) != 0 {
 		uid, gid := -1, -1
 		if in.Valid&fuse.FATTR_UID != 0 {
 			uid = int(in.Uid)

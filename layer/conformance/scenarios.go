@@ -31,6 +31,7 @@ var Scenarios = map[string]Scenario{
 	"SetgidDirectoryInherits":    setgidDirectoryInherits,
 	"HardLinksShareInode":        hardLinksShareInode,
 	"LongNamesAndPaths":          longNamesAndPaths,
+	"DeeperThanPathMax":          deeperThanPathMax,
 	"SymlinksStaySymlinks":       symlinksStaySymlinks,
 	"SymlinkSwapCannotEscape":    symlinkSwapCannotEscape,
 	"ErrnoValues":                errnoValues,
@@ -47,6 +48,8 @@ var Scenarios = map[string]Scenario{
 	"OpenDirListsWhatItOpened":   openDirListsWhatItOpened,
 	"ChangeOpenFileByPath":       changeOpenFileByPath,
 	"XattrOfOpenFileByPath":      xattrOfOpenFileByPath,
+	"ModeZeroStaysZero":          modeZeroStaysZero,
+	"ChownNoChangeUpdatesCtime":  chownNoChangeUpdatesCtime,
 }
 
 // RunScenarios runs every scenario, each on a fresh mount.
@@ -220,6 +223,60 @@ func longNamesAndPaths(t *testing.T, mnt, backing string) {
 		t.Errorf("deep file reads %q", got)
 	}
 	must(t, os.RemoveAll(mnt+"/"+comp))
+}
+
+// deeperThanPathMax: a tree deeper than PATH_MAX (4096 bytes from the
+// mountpoint) works as on ext4 for a process that walks it relative to
+// open directories: create, write, truncate and chmod by path (no open
+// file, so the stack resolves the whole path), rename, stat, unlink.
+func deeperThanPathMax(t *testing.T, mnt, backing string) {
+	comp := strings.Repeat("d", 200)
+	walk := func(root string, mkdir bool) int {
+		t.Helper()
+		fd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		must(t, err)
+		for range 30 { // 30 * 201 bytes: 6030
+			if mkdir {
+				must(t, unix.Mkdirat(fd, comp, 0755))
+			}
+			nfd, err := unix.Openat(fd, comp, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			unix.Close(fd)
+			must(t, err)
+			fd = nfd
+		}
+		return fd
+	}
+	defer os.RemoveAll(mnt + "/" + comp)
+	dfd := walk(mnt, true)
+	defer unix.Close(dfd)
+	fd, err := unix.Openat(dfd, "f", unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0644)
+	must(t, err)
+	_, err = unix.Write(fd, []byte("deep file"))
+	must(t, err)
+	unix.Close(fd)
+	// truncate(2) and chmod(2) by path: the kernel sends SETATTR without
+	// a file handle.
+	here := fmt.Sprintf("/proc/self/fd/%d", dfd)
+	must(t, unix.Truncate(here+"/f", 4))
+	must(t, unix.Fchmodat(dfd, "f", 0600, 0))
+	must(t, unix.Renameat(dfd, "f", dfd, "g"))
+	var st unix.Stat_t
+	must(t, unix.Fstatat(dfd, "g", &st, unix.AT_SYMLINK_NOFOLLOW))
+	if st.Size != 4 || st.Mode&07777 != 0600 {
+		t.Errorf("deep file: size %d mode %o, want 4 and 600", st.Size, st.Mode&07777)
+	}
+	bfd := walk(backing, false)
+	defer unix.Close(bfd)
+	fd, err = unix.Openat(bfd, "g", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	must(t, err)
+	buf := make([]byte, 16)
+	n, _ := unix.Read(fd, buf)
+	unix.Close(fd)
+	if string(buf[:n]) != "deep" {
+		t.Errorf("deep file in backing reads %q, want %q", buf[:n], "deep")
+	}
+	must(t, unix.Unlinkat(dfd, "g", 0))
+	wantErrno(t, unix.Fstatat(dfd, "g", &st, 0), syscall.ENOENT, "stat after unlink")
 }
 
 func symlinksStaySymlinks(t *testing.T, mnt, backing string) {
@@ -483,6 +540,53 @@ func openDirListsWhatItOpened(t *testing.T, mnt, backing string) {
 	must(t, err)
 	if want := lstat(t, backing+"/e"); st.Sys().(*syscall.Stat_t).Ino != want.Ino {
 		t.Errorf("fstat of the open directory gives inode %d, want %d (e's)", st.Sys().(*syscall.Stat_t).Ino, want.Ino)
+	}
+}
+
+// modeZeroStaysZero: entries of mode 0000 (created so, or chmod'ed to it)
+// show mode 0000, as on ext4, and on an allow_other mount no other user
+// can read them.
+func modeZeroStaysZero(t *testing.T, mnt, backing string) {
+	old := unix.Umask(0)
+	defer unix.Umask(old)
+	fd, err := unix.Open(mnt+"/created", unix.O_CREAT|unix.O_WRONLY, 0)
+	must(t, err)
+	unix.Close(fd)
+	must(t, os.WriteFile(mnt+"/chmodded", []byte("secret"), 0644))
+	must(t, unix.Chmod(mnt+"/chmodded", 0))
+	must(t, unix.Mkdir(mnt+"/dir", 0))
+	for _, name := range []string{"created", "chmodded", "dir"} {
+		if got := lstat(t, mnt+"/"+name).Mode & 07777; got != 0 {
+			t.Errorf("%s: mode %o through the mount, want 0 as on ext4", name, got)
+		}
+		if got := lstat(t, backing+"/"+name).Mode & 07777; got != 0 {
+			t.Errorf("%s in backing: mode %o, want 0", name, got)
+		}
+	}
+	if allowOther(mnt) {
+		out, err := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "cat", mnt+"/chmodded").CombinedOutput()
+		if err == nil || !bytes.Contains(out, []byte("Permission denied")) {
+			t.Errorf("another user read a file of mode 0000: err %v, output %q", err, out)
+		}
+	}
+}
+
+// chownNoChangeUpdatesCtime: chown(path, -1, -1) changes nothing but the
+// change time, which Linux's local file systems update (POSIX lets them
+// leave it; pjdfstest's chown/00.t checks Linux does).
+func chownNoChangeUpdatesCtime(t *testing.T, mnt, backing string) {
+	must(t, os.WriteFile(mnt+"/f", nil, 0644))
+	must(t, os.Mkdir(mnt+"/d", 0755))
+	before := map[string]unix.Timespec{"f": lstat(t, mnt+"/f").Ctim, "d": lstat(t, mnt+"/d").Ctim}
+	time.Sleep(20 * time.Millisecond) // ctime has the kernel's clock tick, a few ms
+	for name, ct := range before {
+		must(t, os.Lchown(mnt+"/"+name, -1, -1))
+		if got := lstat(t, mnt+"/"+name).Ctim; got == ct {
+			t.Errorf("%s: ctime %v unchanged by chown(-1, -1); ext4 updates it", name, got)
+		}
+		if got := lstat(t, backing+"/"+name).Ctim; got == ct {
+			t.Errorf("%s in backing: ctime unchanged by chown(-1, -1)", name)
+		}
 	}
 }
 
