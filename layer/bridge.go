@@ -243,7 +243,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	if rop, ok := n.br.replaying(ctx); ok {
 		return n.replaySetattr(ctx, rop, f, out)
 	}
-	op := &SetattrOp{Node: &n.Node, Path: n.path(), Handle: handleOf(f), In: *in}
+	op := &SetattrOp{Node: &n.Node, Path: n.path(), Handle: handleOf(f), In: *in, Touch: in.Valid&SetattrChanges == 0}
 	if op.Handle == nil && in.Valid&fuse.FATTR_SIZE == 0 {
 		// chmod, chown or utimes of an open file: through one of its
 		// handles (see node.files). A truncate by path keeps its path:

@@ -104,8 +104,20 @@ type SetattrOp struct {
 	Path   string
 	Handle *Handle
 	In     fuse.SetAttrIn
-	Out    Attr
+	// Touch asks for nothing but a new change time: the kernel's
+	// SETATTR for chown(path, -1, -1), which changes nothing else but on
+	// a local file system still updates ctime (and, as any chown, drops
+	// set-user-ID). The bridge sets it from the request as the kernel
+	// sent it; a filter that takes some of In.Valid for itself leaves In
+	// with nothing to change but must not make that a Touch.
+	Touch bool
+	Out   Attr
 }
+
+// SetattrChanges are the In.Valid bits of a SETATTR that change something;
+// a request with none of them is a Touch.
+const SetattrChanges = fuse.FATTR_MODE | fuse.FATTR_UID | fuse.FATTR_GID | fuse.FATTR_SIZE |
+	fuse.FATTR_ATIME | fuse.FATTR_MTIME | fuse.FATTR_ATIME_NOW | fuse.FATTR_MTIME_NOW
 
 // AccessOp checks Mask (R_OK, W_OK, X_OK, F_OK) for the caller.
 type AccessOp struct {

@@ -378,13 +378,9 @@ func (p *Passthrough) setattr(c *Call, op *SetattrOp) error {
 			return err
 		}
 	}
-	// chown(path, -1, -1) reaches us as a SETATTR that changes nothing
-	// (only the kernel's own FATTR_CTIME, with the writeback cache). A
-	// local file system still updates the change time, so do the same
-	// no-op chown below rather than nothing.
-	const changes = fuse.FATTR_MODE | fuse.FATTR_UID | fuse.FATTR_GID | fuse.FATTR_SIZE |
-		fuse.FATTR_ATIME | fuse.FATTR_MTIME | fuse.FATTR_ATIME_NOW | fuse.FATTR_MTIME_NOW
-	if in.Valid&changes == 0 || in.Valid&(fuse.FATTR_UID|fuse.FATTR_GID) != 0 {
+	// A Touch (chown(path, -1, -1)) is the same no-op chown below, which
+	// updates the change time as a local file system does.
+	if op.Touch || in.Valid&(fuse.FATTR_UID|fuse.FATTR_GID) != 0 {
 		uid, gid := -1, -1
 		if in.Valid&fuse.FATTR_UID != 0 {
 			uid = int(in.Uid)
