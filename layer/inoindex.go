@@ -105,12 +105,21 @@ func live(ps []weak.Pointer[node]) []weak.Pointer[node] {
 func (br *bridge) knownInode(ino uint64, typ uint32) *fs.Inode {
 	for _, n := range br.links.get(ino) {
 		in := n.EmbeddedInode()
-		if in.StableAttr().Mode != typ&syscall.S_IFMT {
-			continue
-		}
-		if _, parent := in.Parent(); parent != nil {
+		if in.StableAttr().Mode == typ&syscall.S_IFMT && inTree(in) {
 			return in
 		}
 	}
 	return nil
+}
+
+// inTree reports whether in is its parent's child under the name it
+// records last. Having a parent is not enough: when go-fuse puts a new
+// node under a name (a LOOKUP, MKNOD or CREATE answered with a node it did
+// not know), the node it replaces keeps that name among its parents, and
+// keeps it after the kernel forgets it. Answering the kernel with such a
+// node gives it a second inode for the file, whose cached size and pages
+// no write through the other name updates.
+func inTree(in *fs.Inode) bool {
+	name, parent := in.Parent()
+	return parent != nil && parent.GetChild(name) == in
 }

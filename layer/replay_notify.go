@@ -211,6 +211,13 @@ func (n *node) replayCreate(ctx context.Context, op *ReplayOp, name string, typ 
 		// reply does.
 		if in := n.br.knownInode(la.Out.Ino, typ); in != nil {
 			n.fillEntry(&la.Out, out)
+			// Not cached: a write through the other name may land
+			// between the lookup above and this answer, and the
+			// kernel applies the attributes of a MKNOD reply
+			// without the version check it gives GETATTR replies,
+			// so the size above would stand for the attribute
+			// timeout.
+			out.SetAttrTimeout(0)
 			return in, 0
 		}
 	}

@@ -41,6 +41,10 @@ type Notifier struct {
 	// and the replay thread, once the mount serves.
 	pipe *pipeline
 
+	// beforeReplay, set by tests before Serve, runs on the replay
+	// thread before each event is re-enacted (export_test.go).
+	beforeReplay func(layer.Event)
+
 	mu     sync.Mutex
 	closed bool
 	// blinded: the backing watch stopped; onBlind runs once, then or
@@ -130,7 +134,7 @@ func (n *Notifier) Serve(srv *layer.Server) error {
 	}
 	p, err := startPipeline(srv, n.log, !n.opts.NoReplay && !srv.ReadOnly(), func(ev layer.Event) {
 		n.hub.publish(ev, "backing")
-	})
+	}, n.beforeReplay)
 	if err != nil {
 		// Nothing will invalidate the kernel's caches.
 		go n.blind()

@@ -31,6 +31,8 @@ type rigOpts struct {
 	rename   [][2]string // backing, visible
 	mount    layer.MountOptions
 	extra    []layer.Filter // more filters for the stack
+	// beforeReplay runs on the replay thread before each event's replay.
+	beforeReplay func(layer.Event)
 }
 
 func newRig(t testing.TB, o rigOpts) *rig {
@@ -62,6 +64,9 @@ func (r *rig) stack(t testing.TB, o rigOpts) *layer.Stack {
 		t.Fatal(err)
 	}
 	r.n = n
+	if o.beforeReplay != nil {
+		n.SetBeforeReplay(o.beforeReplay)
+	}
 	filters := append([]layer.Filter{pt, n.Source(), n.Filter()}, o.extra...)
 	if len(o.hide) > 0 || len(o.rename) > 0 {
 		rules := &namespace.Rules{}

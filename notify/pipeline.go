@@ -25,6 +25,9 @@ type pipeline struct {
 	srv     *layer.Server
 	log     *slog.Logger
 	publish func(layer.Event) // to the watchers, after the invalidation
+	// before, when set (by tests), runs on the replay thread before each
+	// event is re-enacted.
+	before func(layer.Event)
 
 	inv    chan layer.Event // to the invalidator
 	rep    chan layer.Event // to the replay thread; nil without replay
@@ -43,8 +46,8 @@ const (
 	replayQueue = 1 << 12
 )
 
-func startPipeline(srv *layer.Server, log *slog.Logger, replay bool, publish func(layer.Event)) (*pipeline, error) {
-	p := &pipeline{srv: srv, log: log, publish: publish, inv: make(chan layer.Event, invQueue)}
+func startPipeline(srv *layer.Server, log *slog.Logger, replay bool, publish, before func(layer.Event)) (*pipeline, error) {
+	p := &pipeline{srv: srv, log: log, publish: publish, before: before, inv: make(chan layer.Event, invQueue)}
 	if replay {
 		p.rep = make(chan layer.Event, replayQueue)
 		ready := make(chan struct{})
@@ -116,6 +119,9 @@ func (p *pipeline) replayLoop(ready chan<- struct{}) {
 	close(ready)
 	defer p.srv.SetReplayThread(0)
 	for ev := range p.rep {
+		if p.before != nil {
+			p.before(ev)
+		}
 		if err := p.replay(ev); err != nil {
 			p.failed.Add(1)
 			p.log.Debug("inotify replay failed", "event", ev.Kind.String(), "path", ev.Path, "error", err)
