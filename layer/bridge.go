@@ -2,7 +2,9 @@ package layer
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"slices"
 	"strings"
@@ -104,35 +106,37 @@ func (n *node) call(ctx context.Context) *Call {
 	return c
 }
 
-// path is the node's path relative to the root. An unlinked node gets a
-// path that cannot exist, so path-based ops on it fail with ENOENT rather
-// than acting on the root.
+// path is the node's path relative to the root. A node that is in no
+// directory (unlinked, or replaced under its name) gets a path that no
+// entry has, so path-based ops on it fail with ENOENT rather than act on
+// the root or on the file now under its old name.
 func (n *node) path() string { return n.pathWith("") }
 
 // child is the path of the entry name in the node's directory.
 func (n *node) child(name string) string { return n.pathWith(name) }
 
 // pathWith is the node's path followed by "/"+name (by name alone for the
-// root, the path alone for an empty name), built in one allocation: it is
-// computed for every request. It walks the parents as fs.Inode.Path does
-// and leaves the nodes it cannot place (unlinked ones) to it.
+// root, the path alone for an empty name), built in one allocation for
+// paths of up to 24 components: it is computed for every request. It
+// walks the parents as fs.Inode.Path does, and checks at each step that
+// the parent still has the node under that name: go-fuse can leave a node
+// a name it lost (see displace), and a path built from it would lead to
+// another file.
 func (n *node) pathWith(name string) string {
-	var segs [24]string
-	k, size := 0, len(name)
+	var arr [24]string
+	segs := arr[:0]
+	size := len(name)
 	root := n.Root()
-	for in := n.EmbeddedInode(); in != root; k++ {
+	for in := n.EmbeddedInode(); in != root; {
 		seg, parent := in.Parent()
-		if parent == nil || k == len(segs) {
-			p := n.Path(root)
-			if name == "" {
-				return p
-			}
-			return p + "/" + name
+		if parent == nil || parent.GetChild(seg) != in {
+			return unreachable(name)
 		}
-		segs[k] = seg
+		segs = append(segs, seg)
 		size += len(seg) + 1
 		in = parent
 	}
+	k := len(segs)
 	if k == 0 {
 		return name
 	}
@@ -151,18 +155,57 @@ func (n *node) pathWith(name string) string {
 	return b.String()
 }
 
+// unreachable returns a path below a directory no backing tree has (a
+// random name, as go-fuse gives orphaned nodes), followed by name.
+func unreachable(name string) string {
+	p := fmt.Sprintf(".vfsfilter.%016x/deleted", rand.Uint64())
+	if name == "" {
+		return p
+	}
+	return p + "/" + name
+}
+
 func (n *node) do(ctx context.Context, op Op) (*Call, Errno) {
 	c := n.call(ctx)
 	errno := n.br.stack.Do(c, op)
 	return c, errno
 }
 
-// newChild returns the inode for a looked-up or created entry. One inode
-// per backing inode number: hard links share it.
-func (n *node) newChild(ctx context.Context, a *Attr, out *fuse.EntryOut) *fs.Inode {
+// newChild returns the inode for the entry name, looked up or linked, of
+// attributes a. One inode per backing inode number: go-fuse keeps the node
+// it knows for that number, so hard links share it.
+func (n *node) newChild(ctx context.Context, name string, a *Attr, out *fuse.EntryOut) *fs.Inode {
+	return n.placeChild(ctx, name, a, out, false)
+}
+
+// newCreated returns the inode for the entry name that the request
+// created (MKNOD, MKDIR, SYMLINK, CREATE): go-fuse registers it as a new
+// node, whatever it knew of that inode number.
+func (n *node) newCreated(ctx context.Context, name string, a *Attr, out *fuse.EntryOut) *fs.Inode {
+	return n.placeChild(ctx, name, a, out, true)
+}
+
+func (n *node) placeChild(ctx context.Context, name string, a *Attr, out *fuse.EntryOut, created bool) *fs.Inode {
 	n.fillEntry(a, out)
 	_, in := n.newNode(ctx, fs.StableAttr{Mode: a.Mode & syscall.S_IFMT, Ino: a.Ino})
+	n.displace(name, in, created)
 	return in
+}
+
+// displace takes the node go-fuse has under name out of its tree when the
+// reply will put another node there (in, if created; else a node of in's
+// identity). go-fuse itself would only overwrite the name: the old node
+// would keep it as its newest parent, and its path (pathWith) would then
+// lead to the new entry. The old node is still in use when the kernel
+// holds it open or by another hard link, so its xattr ops, its chmod once
+// closed, would change the wrong file. The kernel no longer has it under
+// this name (it asked, or created the name), so neither do we.
+func (n *node) displace(name string, in *fs.Inode, created bool) {
+	old := n.GetChild(name)
+	if old == nil || old == in || !created && old.StableAttr() == in.StableAttr() {
+		return
+	}
+	n.RmChild(name)
 }
 
 // fillEntry sets out to a with the configured cache timeouts.
@@ -204,7 +247,7 @@ func (n *node) lookup(ctx context.Context, c *Call, name string, out *fuse.Entry
 		// go-fuse (mount.go), as long as out's timeout stays zero.
 		return nil, errno
 	}
-	return n.newChild(ctx, &op.Out, out), 0
+	return n.newChild(ctx, name, &op.Out, out), 0
 }
 
 func handleOf(f fs.FileHandle) *Handle {
@@ -297,7 +340,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode, dev uint32, out *fu
 	if _, errno := n.do(ctx, op); errno != 0 {
 		return nil, errno
 	}
-	return n.newChild(ctx, &op.Out, out), 0
+	return n.newCreated(ctx, name, &op.Out, out), 0
 }
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, Errno) {
@@ -308,7 +351,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	if _, errno := n.do(ctx, op); errno != 0 {
 		return nil, errno
 	}
-	return n.newChild(ctx, &op.Out, out), 0
+	return n.newCreated(ctx, name, &op.Out, out), 0
 }
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, Errno) {
@@ -319,7 +362,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	if _, errno := n.do(ctx, op); errno != 0 {
 		return nil, errno
 	}
-	return n.newChild(ctx, &op.Out, out), 0
+	return n.newCreated(ctx, name, &op.Out, out), 0
 }
 
 func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, Errno) {
@@ -334,7 +377,7 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if _, errno := n.do(ctx, op); errno != 0 {
 		return nil, errno
 	}
-	return n.newChild(ctx, &op.Out, out), 0
+	return n.newChild(ctx, name, &op.Out, out), 0
 }
 
 func (n *node) Unlink(ctx context.Context, name string) Errno {
@@ -377,7 +420,7 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	ch := n.newChild(ctx, &op.Out, out)
+	ch := n.newCreated(ctx, name, &op.Out, out)
 	fh, fflags, errno := ch.Operations().(*node).adopt(c, op.Handle)
 	if errno != 0 {
 		return nil, nil, 0, errno

@@ -218,10 +218,11 @@ func (n *node) replayCreate(ctx context.Context, op *ReplayOp, name string, typ 
 			// so the size above would stand for the attribute
 			// timeout.
 			out.SetAttrTimeout(0)
+			n.displace(name, in, true)
 			return in, 0
 		}
 	}
-	return n.newChild(ctx, &la.Out, out), 0
+	return n.newCreated(ctx, name, &la.Out, out), 0
 }
 
 // replayAck answers UNLINK, RMDIR, RENAME, SETXATTR and REMOVEXATTR from the

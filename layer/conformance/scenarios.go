@@ -50,6 +50,7 @@ var Scenarios = map[string]Scenario{
 	"XattrOfOpenFileByPath":      xattrOfOpenFileByPath,
 	"ModeZeroStaysZero":          modeZeroStaysZero,
 	"ChownNoChangeUpdatesCtime":  chownNoChangeUpdatesCtime,
+	"LinkNameReusedUnderneath":   linkNameReusedUnderneath,
 }
 
 // RunScenarios runs every scenario, each on a fresh mount.
@@ -778,4 +779,62 @@ func churnHandles(t *testing.T, mnt, g string, n int, made func(o *os.File, i in
 		h.Close()
 		o.Close()
 	}
+}
+
+// linkNameReusedUnderneath: a file has two names, a and b, and is open
+// through a; the kernel forgets the name b (memory pressure), b is removed
+// underneath, and a new file is created at b through the mount. Changes
+// through the open descriptor and through a then reach the first file, as
+// on ext4, never the new b: the daemon must not take the name b, which the
+// first file lost, for its path.
+func linkNameReusedUnderneath(t *testing.T, mnt, backing string) {
+	const attr = "trusted.vfsfilter-test" // not encrypted by crypt: the plain path
+	must(t, os.WriteFile(mnt+"/a", []byte("first"), 0644))
+	must(t, os.Link(mnt+"/a", mnt+"/b"))
+	f, err := os.Open(mnt + "/a")
+	must(t, err)
+	defer f.Close()
+	lstat(t, mnt+"/b") // the name the kernel learned last
+	dropDentries(t)    // b goes; a stays, it is open
+	must(t, os.Remove(backing+"/b"))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var st unix.Stat_t
+		err := unix.Lstat(mnt+"/b", &st)
+		if errors.Is(err, unix.ENOENT) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("b removed underneath still there after 10s: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	must(t, os.WriteFile(mnt+"/b", []byte("second"), 0600))
+
+	must(t, unix.Fsetxattr(int(f.Fd()), attr, []byte("first"), 0))
+	must(t, os.Chmod(mnt+"/a", 0640))
+	if _, err := unix.Getxattr(mnt+"/b", attr, nil); !errors.Is(err, unix.ENODATA) {
+		t.Errorf("the new b got the attribute set through a's descriptor: %v", err)
+	}
+	buf := make([]byte, 16)
+	if n, err := unix.Getxattr(mnt+"/a", attr, buf); err != nil || string(buf[:n]) != "first" {
+		t.Errorf("a's attribute: %q, %v", buf[:max(n, 0)], err)
+	}
+	if got := lstat(t, mnt+"/b").Mode & 07777; got != 0600 {
+		t.Errorf("the new b: mode %o after a chmod of a, want 600", got)
+	}
+	if got := lstat(t, mnt+"/a").Mode & 07777; got != 0640 {
+		t.Errorf("a: mode %o, want 640", got)
+	}
+	if b, err := os.ReadFile(mnt + "/b"); err != nil || string(b) != "second" {
+		t.Errorf("the new b: %q, %v", b, err)
+	}
+}
+
+// dropDentries makes the kernel drop the dentries and inodes nothing uses,
+// as memory pressure does (root only).
+func dropDentries(t *testing.T) {
+	t.Helper()
+	unix.Sync()
+	must(t, os.WriteFile("/proc/sys/vm/drop_caches", []byte("2\n"), 0))
 }
