@@ -243,6 +243,13 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 func (n *node) lookup(ctx context.Context, c *Call, name string, out *fuse.EntryOut) (*fs.Inode, Errno) {
 	op := &LookupOp{Path: n.child(name)}
 	if errno := n.br.stack.Do(c, op); errno != 0 {
+		if errno == syscall.ENOENT && n.GetChild(name) != nil {
+			// Gone (underneath): the kernel drops its dentry on
+			// this answer, and a node it still holds by another
+			// name or an open file must not keep this one for its
+			// path, or it would reach the next file of that name.
+			n.RmChild(name)
+		}
 		// A failed lookup is cached for MountOptions.NegativeTimeout by
 		// go-fuse (mount.go), as long as out's timeout stays zero.
 		return nil, errno

@@ -198,7 +198,9 @@ func (n *node) replayCreate(ctx context.Context, op *ReplayOp, name string, typ 
 	if n.br.stack.Do(InternalCall(ctx), la) != 0 || la.Out.Mode&syscall.S_IFMT != typ&syscall.S_IFMT {
 		// Gone (or replaced) again already: a stand-in the kernel
 		// forgets at once; the next event fixes the picture.
-		return n.standIn(ctx, name, typ, "", out), 0
+		in := n.standIn(ctx, name, typ, "", out)
+		n.displace(name, in, true)
+		return in, 0
 	}
 	if typ&syscall.S_IFMT != syscall.S_IFDIR && la.Out.Nlink > 1 {
 		// A hard link made underneath to a file the kernel may know

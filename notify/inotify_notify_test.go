@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vfsfilter/vfsfilter/layer"
+	"github.com/vfsfilter/vfsfilter/layer/conformance"
 	"github.com/vfsfilter/vfsfilter/notify"
 )
 
@@ -112,7 +113,7 @@ func TestInvalidationWithLongTimeouts(t *testing.T) {
 			}
 			sh(t, r.backing, "echo twotwo > f; touch g; chmod 700 f")
 			r.rec.wait(t, notifyWant{"attrib", "f", "", "backing"})
-			waitFor(t, func() string {
+			conformance.Eventually(t, func() string {
 				st, err := os.Lstat(m + "/f")
 				if err != nil || st.Size() != 7 || st.Mode().Perm() != 0o700 {
 					return "f not updated"
@@ -130,7 +131,7 @@ func TestInvalidationWithLongTimeouts(t *testing.T) {
 			})
 			sh(t, r.backing, "rm g; mv f h")
 			r.rec.wait(t, notifyWant{"rename", "h", "f", "backing"})
-			waitFor(t, func() string {
+			conformance.Eventually(t, func() string {
 				if _, err := os.Lstat(m + "/g"); !os.IsNotExist(err) {
 					return "g still there"
 				}
@@ -156,7 +157,7 @@ func TestInvalidationWithLongTimeouts(t *testing.T) {
 			// event's finishing late, and the write below would
 			// then race with the replay (replayCreate says what
 			// that costs).
-			waitFor(t, func() string {
+			conformance.Eventually(t, func() string {
 				st := r.n.Stats()
 				if st.Invalidated == done.Invalidated || replay && !replayIdle(st) {
 					return "the link's creation was not invalidated and replayed"
@@ -231,7 +232,7 @@ func TestReplayedLinkJoinsTheLiveInode(t *testing.T) {
 		t.Fatal(err)
 	}
 	close(gate)
-	waitFor(t, func() string {
+	conformance.Eventually(t, func() string {
 		if st := r.n.Stats(); st.Replayed+st.ReplayFailed == 0 || !replayIdle(st) {
 			return "the creation of f was not replayed"
 		}
@@ -245,7 +246,7 @@ func TestReplayedLinkJoinsTheLiveInode(t *testing.T) {
 	before := r.n.Stats()
 	sh(t, r.backing, "ln f h")
 	r.rec.wait(t, notifyWant{"create", "h", "", "backing"})
-	waitFor(t, func() string {
+	conformance.Eventually(t, func() string {
 		if st := r.n.Stats(); st.Invalidated == before.Invalidated || !replayIdle(st) {
 			return "the creation of h was not replayed"
 		}
@@ -332,29 +333,9 @@ done`, n))
 	}
 }
 
-// waitFor polls cond for a short while. The invalidation of an event's names
-// is done before the event is published, but a change made underneath may
-// reach the backing watch in several reports (a write, then a close).
 // replayIdle reports whether the replay thread has dealt with every event
 // the invalidator has (replayed, failed or dropped it). Rescans are not
 // replayed: it holds only in tests that cause none.
 func replayIdle(st notify.Stats) bool {
 	return st.Replayed+st.ReplayFailed+st.ReplayDropped == st.Invalidated
-}
-
-// waitFor polls cond until it returns "" and fails the test with its last
-// message after 10 s (a deadline for a hang, not a speed limit).
-func waitFor(t *testing.T, cond func() string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		msg := cond()
-		if msg == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(msg)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

@@ -141,3 +141,21 @@ func RunExerciser(t *testing.T, mk StackFunc, opts layer.MountOptions, steps int
 		})
 	}
 }
+
+// Eventually polls cond until it returns "" and fails t with cond's last
+// message after 10 s: a deadline for a hang, not a speed limit (changes
+// made underneath show once the kernel's caches expire, 1 s by default).
+func Eventually(t testing.TB, cond func() string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		msg := cond()
+		if msg == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(msg)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
