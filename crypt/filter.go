@@ -226,6 +226,25 @@ func (f *Filter) handlePath(c *layer.Call, p *string, h *layer.Handle) (layer.St
 	return cont, 0
 }
 
+// cpathVia is the backing path of an op that may carry an open file (see
+// handlePath): a path that no longer resolves is no error when it does.
+func (f *Filter) cpathVia(c *layer.Call, path string, h *layer.Handle) (string, layer.Errno) {
+	if st, errno := f.handlePath(c, &path, h); st == done {
+		return "", errno
+	}
+	return path, 0
+}
+
+// simpleVia is simple for an op that may carry an open file.
+func (f *Filter) simpleVia(c *layer.Call, p *string, h *layer.Handle) (layer.Status, layer.Errno) {
+	cpath, errno := f.cpathVia(c, *p, h)
+	if errno != 0 {
+		return done, errno
+	}
+	*p = cpath
+	return pass, 0
+}
+
 func (f *Filter) lookup(c *layer.Call, op *layer.LookupOp) (layer.Status, layer.Errno) {
 	f.markBehind(c)
 	e, errno := f.path(c, op.Path)

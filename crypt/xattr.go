@@ -172,9 +172,10 @@ func (f *Filter) encrypts(name string) bool { return f.xattrs != nil && IsUserXa
 
 // lookupXattr translates the path and the name of a getxattr or
 // removexattr: the backing path and the stored name. A name too long to
-// have been stored cannot exist (ENODATA).
-func (f *Filter) lookupXattr(c *layer.Call, path, name string) (cpath, stored string, errno layer.Errno) {
-	e, errno := f.path(c, path)
+// have been stored cannot exist (ENODATA). h is the op's handle (see
+// layer.GetxattrOp).
+func (f *Filter) lookupXattr(c *layer.Call, path string, h *layer.Handle, name string) (cpath, stored string, errno layer.Errno) {
+	cpath, errno = f.cpathVia(c, path, h)
 	if errno != 0 {
 		return "", "", errno
 	}
@@ -185,18 +186,18 @@ func (f *Filter) lookupXattr(c *layer.Call, path, name string) (cpath, stored st
 	if err != nil {
 		return "", "", layer.ToErrno(err)
 	}
-	return e.cpath, stored, 0
+	return cpath, stored, 0
 }
 
 func (f *Filter) getxattr(c *layer.Call, op *layer.GetxattrOp) (layer.Status, layer.Errno) {
 	if !f.encrypts(op.Name) {
-		return f.simple(c, &op.Path)
+		return f.simpleVia(c, &op.Path, op.Handle)
 	}
-	cpath, stored, errno := f.lookupXattr(c, op.Path, op.Name)
+	cpath, stored, errno := f.lookupXattr(c, op.Path, op.Handle, op.Name)
 	if errno != 0 {
 		return done, errno
 	}
-	sub := &layer.GetxattrOp{Node: op.Node, Path: cpath, Name: stored}
+	sub := &layer.GetxattrOp{Node: op.Node, Path: cpath, Handle: op.Handle, Name: stored}
 	if len(op.Dest) == 0 {
 		// A size query: the size alone says the plaintext's.
 		if errno := f.att.Below.Do(c, sub); errno != 0 {
@@ -230,9 +231,9 @@ func (f *Filter) getxattr(c *layer.Call, op *layer.GetxattrOp) (layer.Status, la
 
 func (f *Filter) setxattr(c *layer.Call, op *layer.SetxattrOp) (layer.Status, layer.Errno) {
 	if !f.encrypts(op.Name) {
-		return f.simple(c, &op.Path)
+		return f.simpleVia(c, &op.Path, op.Handle)
 	}
-	e, errno := f.path(c, op.Path)
+	cpath, errno := f.cpathVia(c, op.Path, op.Handle)
 	if errno != 0 {
 		return done, errno
 	}
@@ -247,18 +248,18 @@ func (f *Filter) setxattr(c *layer.Call, op *layer.SetxattrOp) (layer.Status, la
 	if err != nil {
 		return done, syscall.EIO
 	}
-	return done, f.att.Below.Do(c, &layer.SetxattrOp{Node: op.Node, Path: e.cpath, Name: stored, Data: ct, Flags: op.Flags})
+	return done, f.att.Below.Do(c, &layer.SetxattrOp{Node: op.Node, Path: cpath, Handle: op.Handle, Name: stored, Data: ct, Flags: op.Flags})
 }
 
 func (f *Filter) removexattr(c *layer.Call, op *layer.RemovexattrOp) (layer.Status, layer.Errno) {
 	if !f.encrypts(op.Name) {
-		return f.simple(c, &op.Path)
+		return f.simpleVia(c, &op.Path, op.Handle)
 	}
-	cpath, stored, errno := f.lookupXattr(c, op.Path, op.Name)
+	cpath, stored, errno := f.lookupXattr(c, op.Path, op.Handle, op.Name)
 	if errno != 0 {
 		return done, errno
 	}
-	return done, f.att.Below.Do(c, &layer.RemovexattrOp{Node: op.Node, Path: cpath, Name: stored})
+	return done, f.att.Below.Do(c, &layer.RemovexattrOp{Node: op.Node, Path: cpath, Handle: op.Handle, Name: stored})
 }
 
 // listxattr lists the names below and decrypts the user.* ones; those that
@@ -267,13 +268,13 @@ func (f *Filter) removexattr(c *layer.Call, op *layer.RemovexattrOp) (layer.Stat
 // names'.
 func (f *Filter) listxattr(c *layer.Call, op *layer.ListxattrOp) (layer.Status, layer.Errno) {
 	if f.xattrs == nil {
-		return f.simple(c, &op.Path)
+		return f.simpleVia(c, &op.Path, op.Handle)
 	}
-	e, errno := f.path(c, op.Path)
+	cpath, errno := f.cpathVia(c, op.Path, op.Handle)
 	if errno != 0 {
 		return done, errno
 	}
-	list, errno := f.listBelow(c, op.Node, e.cpath)
+	list, errno := f.listBelow(c, op.Node, cpath, op.Handle)
 	if errno != 0 {
 		return done, errno
 	}
@@ -300,18 +301,19 @@ func (f *Filter) listxattr(c *layer.Call, op *layer.ListxattrOp) (layer.Status, 
 	return done, 0
 }
 
-// listBelow returns the full list of attribute names of cpath below. The
-// list may grow between the size query and the read; that is retried.
-func (f *Filter) listBelow(c *layer.Call, node *layer.Node, cpath string) ([]byte, layer.Errno) {
+// listBelow returns the full list of attribute names of cpath below
+// (through h, when not nil). The list may grow between the size query and
+// the read; that is retried.
+func (f *Filter) listBelow(c *layer.Call, node *layer.Node, cpath string, h *layer.Handle) ([]byte, layer.Errno) {
 	for try := 0; ; try++ {
-		q := &layer.ListxattrOp{Node: node, Path: cpath}
+		q := &layer.ListxattrOp{Node: node, Path: cpath, Handle: h}
 		if errno := f.att.Below.Do(c, q); errno != 0 {
 			return nil, errno
 		}
 		if q.Size == 0 {
 			return nil, 0
 		}
-		sub := &layer.ListxattrOp{Node: node, Path: cpath, Dest: make([]byte, q.Size)}
+		sub := &layer.ListxattrOp{Node: node, Path: cpath, Handle: h, Dest: make([]byte, q.Size)}
 		errno := f.att.Below.Do(c, sub)
 		if errno == syscall.ERANGE && try < 8 {
 			continue

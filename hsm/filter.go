@@ -475,7 +475,7 @@ func (f *Filter) preListxattr(c *layer.Call, op *layer.ListxattrOp) (layer.Statu
 	}
 	var list []byte
 	for size := uint32(256); ; size *= 4 {
-		sub := &layer.ListxattrOp{Node: op.Node, Path: op.Path, Dest: make([]byte, size)}
+		sub := &layer.ListxattrOp{Node: op.Node, Path: op.Path, Handle: op.Handle, Dest: make([]byte, size)}
 		errno := f.att.Below.Do(c, sub)
 		if errno == syscall.ERANGE && size < 1<<20 {
 			continue

@@ -302,7 +302,18 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		op.Handle, put = n.borrow()
 		defer put()
 	}
-	if _, errno := n.do(ctx, op); errno != 0 {
+	_, errno := n.do(ctx, op)
+	if errno == syscall.ENOENT && op.Handle == nil {
+		// fchmod(2) and the like of an open directory removed since,
+		// through its fd, as Getattr does (with a fresh op: filters may
+		// have rewritten the first one on its way down).
+		if h := n.dupDirHandle(); h != nil {
+			defer unix.Close(h.Fd)
+			op = &SetattrOp{Node: &n.Node, Path: n.path(), Handle: h, In: *in, Touch: in.Valid&SetattrChanges == 0}
+			_, errno = n.do(ctx, op)
+		}
+	}
+	if errno != 0 {
 		return errno
 	}
 	out.Attr = op.Out
@@ -678,16 +689,17 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) Errno {
 }
 
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, Errno) {
-	op := &GetxattrOp{Node: &n.Node, Path: n.path(), Name: attr, Dest: dest}
-	// The kernel asks for security.capability before the first write to
-	// a file and before a chown of it (to know whether to drop it), and
-	// never caches the answer: tar pays two per file it extracts, while
-	// the file is open. Through one of its handles, the answer needs no
-	// path resolution below.
-	var put func()
-	op.Handle, put = n.borrow()
-	defer put()
-	_, errno := n.do(ctx, op)
+	// Through a handle also because the kernel asks for
+	// security.capability before the first write to a file and before a
+	// chown of it (to know whether to drop it), and never caches the
+	// answer: tar pays two per file it extracts, while the file is open.
+	// Through one of its handles, the answer needs no path resolution
+	// below.
+	var op *GetxattrOp
+	errno := n.viaHandle(ctx, func(h *Handle) Op {
+		op = &GetxattrOp{Node: &n.Node, Path: n.path(), Handle: h, Name: attr, Dest: dest}
+		return op
+	})
 	if errno == syscall.ENODATA && attr == selinuxXattr && !selinuxEnabled {
 		// `ls -l` asks every file for its SELinux label, and the kernel
 		// never caches a FUSE file system's answer: one round trip per
@@ -714,13 +726,17 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if rop, ok := n.br.replaying(ctx); ok {
 		return replayAck(rop, kindsAttrib, n.path())
 	}
-	_, errno := n.do(ctx, &SetxattrOp{Node: &n.Node, Path: n.path(), Name: attr, Data: data, Flags: flags})
-	return errno
+	return n.viaHandle(ctx, func(h *Handle) Op {
+		return &SetxattrOp{Node: &n.Node, Path: n.path(), Handle: h, Name: attr, Data: data, Flags: flags}
+	})
 }
 
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, Errno) {
-	op := &ListxattrOp{Node: &n.Node, Path: n.path(), Dest: dest}
-	_, errno := n.do(ctx, op)
+	var op *ListxattrOp
+	errno := n.viaHandle(ctx, func(h *Handle) Op {
+		op = &ListxattrOp{Node: &n.Node, Path: n.path(), Handle: h, Dest: dest}
+		return op
+	})
 	return op.Size, errno
 }
 
@@ -728,7 +744,29 @@ func (n *node) Removexattr(ctx context.Context, attr string) Errno {
 	if rop, ok := n.br.replaying(ctx); ok {
 		return replayAck(rop, kindsAttrib, n.path())
 	}
-	_, errno := n.do(ctx, &RemovexattrOp{Node: &n.Node, Path: n.path(), Name: attr})
+	return n.viaHandle(ctx, func(h *Handle) Op {
+		return &RemovexattrOp{Node: &n.Node, Path: n.path(), Handle: h, Name: attr}
+	})
+}
+
+// viaHandle runs the op mk makes (an xattr op) through one of the node's
+// open handles when it has one (see borrow; the kernel sends these ops
+// without a handle), so that fgetxattr(2) and the like on an open file
+// work after its name is gone, unlinked or replaced, as on a local file
+// system, where the op's path no longer leads to it. An open directory
+// lends a duplicate of its fd only once the path has failed, as for
+// Getattr; mk then makes a fresh op, as filters may have rewritten the
+// first one's path on its way down.
+func (n *node) viaHandle(ctx context.Context, mk func(*Handle) Op) Errno {
+	h, put := n.borrow()
+	_, errno := n.do(ctx, mk(h))
+	put()
+	if errno == syscall.ENOENT && h == nil {
+		if d := n.dupDirHandle(); d != nil {
+			defer unix.Close(d.Fd)
+			_, errno = n.do(ctx, mk(d))
+		}
+	}
 	return errno
 }
 

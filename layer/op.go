@@ -234,11 +234,15 @@ type StatfsOp struct {
 // GetxattrOp reads extended attribute Name into Dest. With an empty Dest it
 // only reports the size. Size is the attribute's length.
 //
-// Handle, when set, is an open handle of the same file (the kernel sends
-// none; the bridge lends one of the file's own when it has one open): the
-// passthrough then reads through its fd instead of resolving Path. A filter
-// that sends the read to another file below (other than a path rewrite for
-// the same file) must clear it.
+// Handle, here and in the other xattr ops, when set, is an open handle of
+// the same file (the kernel sends none; the bridge lends one of the file's
+// own when it has one open): the passthrough then acts through its fd
+// instead of resolving Path, so the op reaches a file whose name is gone
+// (unlinked while open), as fgetxattr(2) and the like do on a local file
+// system, and Path may then not resolve at all. A filter that rewrites
+// Path must accept such a path when Handle is set; one that sends the op
+// to another file below (other than a path rewrite for the same file) must
+// clear Handle.
 type GetxattrOp struct {
 	Node   *Node
 	Path   string
@@ -250,27 +254,30 @@ type GetxattrOp struct {
 
 // SetxattrOp sets extended attribute Name; Flags are XATTR_CREATE/REPLACE.
 type SetxattrOp struct {
-	Node  *Node
-	Path  string
-	Name  string
-	Data  []byte
-	Flags uint32
+	Node   *Node
+	Path   string
+	Handle *Handle // see GetxattrOp
+	Name   string
+	Data   []byte
+	Flags  uint32
 }
 
 // ListxattrOp lists attribute names, NUL separated, into Dest (size query
 // when Dest is empty). Size is the length of the full list.
 type ListxattrOp struct {
-	Node *Node
-	Path string
-	Dest []byte
-	Size uint32
+	Node   *Node
+	Path   string
+	Handle *Handle // see GetxattrOp
+	Dest   []byte
+	Size   uint32
 }
 
 // RemovexattrOp removes extended attribute Name.
 type RemovexattrOp struct {
-	Node *Node
-	Path string
-	Name string
+	Node   *Node
+	Path   string
+	Handle *Handle // see GetxattrOp
+	Name   string
 }
 
 // ReadOp reads up to len(Dest) bytes at Off of an open file.

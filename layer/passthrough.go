@@ -801,6 +801,9 @@ func (p *Passthrough) getxattr(c *Call, op *GetxattrOp) error {
 }
 
 func (p *Passthrough) setxattr(c *Call, op *SetxattrOp) error {
+	if op.Handle != nil && op.Handle.Fd >= 0 {
+		return unix.Fsetxattr(op.Handle.Fd, op.Name, op.Data, int(op.Flags))
+	}
 	dfd, name, err := p.at(op.Path)
 	if err != nil {
 		return err
@@ -810,6 +813,11 @@ func (p *Passthrough) setxattr(c *Call, op *SetxattrOp) error {
 }
 
 func (p *Passthrough) listxattr(c *Call, op *ListxattrOp) error {
+	if op.Handle != nil && op.Handle.Fd >= 0 {
+		n, err := unix.Flistxattr(op.Handle.Fd, op.Dest)
+		op.Size = uint32(max(n, 0))
+		return err
+	}
 	dfd, name, err := p.at(op.Path)
 	if err != nil {
 		return err
@@ -821,6 +829,9 @@ func (p *Passthrough) listxattr(c *Call, op *ListxattrOp) error {
 }
 
 func (p *Passthrough) removexattr(c *Call, op *RemovexattrOp) error {
+	if op.Handle != nil && op.Handle.Fd >= 0 {
+		return unix.Fremovexattr(op.Handle.Fd, op.Name)
+	}
 	dfd, name, err := p.at(op.Path)
 	if err != nil {
 		return err

@@ -51,6 +51,7 @@ var Scenarios = map[string]Scenario{
 	"ModeZeroStaysZero":          modeZeroStaysZero,
 	"ChownNoChangeUpdatesCtime":  chownNoChangeUpdatesCtime,
 	"LinkNameReusedUnderneath":   linkNameReusedUnderneath,
+	"OpenFileOutlivesItsName":    openFileOutlivesItsName,
 }
 
 // RunScenarios runs every scenario, each on a fresh mount.
@@ -844,5 +845,91 @@ func linkNameReusedUnderneath(t *testing.T, mnt, backing string) {
 		if b, err := os.ReadFile(second); err != nil || string(b) != "second" {
 			t.Errorf("%s: %q, %v", c.second, b, err)
 		}
+	}
+}
+
+// openFileOutlivesItsName: a file and a directory whose last name is gone
+// while they are open (removed through the mount, or underneath) still
+// answer every change through their descriptors, as on ext4: extended
+// attributes (set, get, list, remove; user.* is encrypted by crypt,
+// trusted.* is not), mode, owner, times and (the file) size. The kernel
+// sends xattr requests without a file handle, and chmod and friends
+// without one too, so the file system must find the open file itself.
+func openFileOutlivesItsName(t *testing.T, mnt, backing string) {
+	attrs := []string{"user.vfsfilter-test", "trusted.vfsfilter-test"}
+	check := func(what string, fd int, dir bool) {
+		t.Helper()
+		for _, attr := range attrs {
+			if err := unix.Fsetxattr(fd, attr, []byte("v-"+attr), 0); err != nil {
+				t.Errorf("%s: fsetxattr %s: %v", what, attr, err)
+				continue
+			}
+			buf := make([]byte, 64)
+			if n, err := unix.Fgetxattr(fd, attr, buf); err != nil || string(buf[:n]) != "v-"+attr {
+				t.Errorf("%s: fgetxattr %s: %q, %v", what, attr, buf[:max(n, 0)], err)
+			}
+			if n, err := unix.Flistxattr(fd, buf); err != nil || !bytes.Contains(buf[:max(n, 0)], []byte(attr+"\x00")) {
+				t.Errorf("%s: flistxattr: %q, %v; want %s in it", what, buf[:max(n, 0)], err, attr)
+			}
+			if err := unix.Fremovexattr(fd, attr); err != nil {
+				t.Errorf("%s: fremovexattr %s: %v", what, attr, err)
+			}
+			_, err := unix.Fgetxattr(fd, attr, buf)
+			wantErrno(t, err, unix.ENODATA, what+": fgetxattr of the removed "+attr)
+		}
+		mode := uint32(0600)
+		if dir {
+			mode = 0700
+		}
+		must(t, unix.Fchmod(fd, mode))
+		must(t, unix.Fchown(fd, 1, 2))
+		if !dir {
+			must(t, unix.Ftruncate(fd, 3))
+		}
+		// futimens(2); last, as a truncate sets the times.
+		ts := []unix.Timespec{{Sec: 1000, Nsec: 1}, {Sec: 2000, Nsec: 2}}
+		must(t, unix.UtimesNanoAt(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), ts, 0))
+		var st unix.Stat_t
+		must(t, unix.Fstat(fd, &st))
+		if st.Mode&07777 != mode || st.Uid != 1 || st.Gid != 2 || st.Mtim != ts[1] || st.Nlink != 0 {
+			t.Errorf("%s: mode %o, owner %d:%d, mtime %v, nlink %d; want %o, 1:2, %v, 0", what, st.Mode&07777, st.Uid, st.Gid, st.Mtim, st.Nlink, mode, ts[1])
+		}
+		if !dir && st.Size != 3 {
+			t.Errorf("%s: size %d after ftruncate to 3", what, st.Size)
+		}
+	}
+	for _, under := range []bool{false, true} {
+		how, base := "removed through the mount", mnt
+		if under {
+			how, base = "removed underneath", backing
+		}
+		must(t, os.WriteFile(mnt+"/f", []byte("hello"), 0644))
+		f, err := os.OpenFile(mnt+"/f", os.O_RDWR, 0)
+		must(t, err)
+		// Closed also when the scenario fails: a test binary that
+		// exits with a file open on its own mount hangs.
+		defer f.Close()
+		must(t, os.Mkdir(mnt+"/d", 0755))
+		d, err := os.Open(mnt + "/d")
+		must(t, err)
+		defer d.Close()
+		must(t, os.Remove(base+"/f"))
+		must(t, os.Remove(base+"/d"))
+		if under {
+			Eventually(t, func() string {
+				if _, err := os.Lstat(mnt + "/f"); !errors.Is(err, os.ErrNotExist) {
+					return fmt.Sprintf("f removed underneath: %v", err)
+				}
+				return ""
+			})
+		}
+		check("file "+how, int(f.Fd()), false)
+		check("directory "+how, int(d.Fd()), true)
+		// The data is still there too.
+		if b, err := unix.Pread(int(f.Fd()), make([]byte, 8), 0); err != nil || b != 3 {
+			t.Errorf("file %s: pread: %d, %v; want 3 bytes", how, b, err)
+		}
+		f.Close()
+		d.Close()
 	}
 }
