@@ -87,6 +87,7 @@ var (
 	_ fs.NodeReaddirer      = (*node)(nil)
 	_ fs.NodeStatfser       = (*node)(nil)
 	_ fs.NodeGetxattrer     = (*node)(nil)
+	_ fs.NodeStatxer        = (*node)(nil)
 	_ fs.NodeSetxattrer     = (*node)(nil)
 	_ fs.NodeListxattrer    = (*node)(nil)
 	_ fs.NodeRemovexattrer  = (*node)(nil)
@@ -270,23 +271,55 @@ func handleOf(f fs.FileHandle) *Handle {
 }
 
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) Errno {
-	op := &GetattrOp{Node: &n.Node, Path: n.path(), Handle: handleOf(f)}
-	_, errno := n.do(ctx, op)
-	if errno == syscall.ENOENT && op.Handle == nil {
-		// The path is gone, but an open directory still has an fd:
-		// fstat(2) of it must work, as on a local file system.
-		if h := n.dupDirHandle(); h != nil {
-			defer unix.Close(h.Fd)
-			op = &GetattrOp{Node: &n.Node, Path: n.path(), Handle: h}
-			_, errno = n.do(ctx, op)
-		}
-	}
+	op, errno := n.getattr(ctx, f, false)
 	if errno != 0 {
 		return errno
 	}
 	out.Attr = op.Out
 	out.SetTimeout(n.br.attrTimeout())
 	return 0
+}
+
+// Statx is getattr for a statx(2) that asked for more than stat(2) gives:
+// the kernel sends it only then (it caches the rest from every other
+// reply), and answers the birth time from what it caches here.
+func (n *node) Statx(ctx context.Context, f fs.FileHandle, flags uint32, mask uint32, out *fuse.StatxOut) Errno {
+	op, errno := n.getattr(ctx, f, true)
+	if errno != 0 {
+		return errno
+	}
+	a := &op.Out
+	sx := &out.Statx
+	sx.Mask = unix.STATX_BASIC_STATS
+	if op.HasBirth {
+		sx.Mask |= unix.STATX_BTIME
+		sx.Btime = op.Birth
+	}
+	sx.Blksize, sx.Nlink, sx.Uid, sx.Gid = a.Blksize, a.Nlink, a.Uid, a.Gid
+	sx.Mode, sx.Ino, sx.Size, sx.Blocks = uint16(a.Mode), a.Ino, a.Size, a.Blocks
+	sx.Atime = fuse.SxTime{Sec: a.Atime, Nsec: a.Atimensec}
+	sx.Mtime = fuse.SxTime{Sec: a.Mtime, Nsec: a.Mtimensec}
+	sx.Ctime = fuse.SxTime{Sec: a.Ctime, Nsec: a.Ctimensec}
+	sx.RdevMajor, sx.RdevMinor = unix.Major(uint64(a.Rdev)), unix.Minor(uint64(a.Rdev))
+	out.SetTimeout(n.br.attrTimeout())
+	return 0
+}
+
+// getattr runs a GetattrOp for the node, through f when the kernel sent
+// one. When the path is gone but an open directory still has an fd, it
+// runs through a duplicate of that: fstat(2) of it must work, as on a
+// local file system.
+func (n *node) getattr(ctx context.Context, f fs.FileHandle, birth bool) (*GetattrOp, Errno) {
+	op := &GetattrOp{Node: &n.Node, Path: n.path(), Handle: handleOf(f), WantBirth: birth}
+	_, errno := n.do(ctx, op)
+	if errno == syscall.ENOENT && op.Handle == nil {
+		if h := n.dupDirHandle(); h != nil {
+			defer unix.Close(h.Fd)
+			op = &GetattrOp{Node: &n.Node, Path: n.path(), Handle: h, WantBirth: birth}
+			_, errno = n.do(ctx, op)
+		}
+	}
+	return op, errno
 }
 
 func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) Errno {

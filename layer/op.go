@@ -91,11 +91,20 @@ type LookupOp struct {
 
 // GetattrOp returns the attributes of Path. Handle is set when the kernel
 // asked through an open file (fstat) and may be nil.
+//
+// WantBirth (statx(2) asked for the birth time) asks the bottom layer for
+// the file's creation time as well: Birth, with HasBirth set when the file
+// system below records one. A filter that completes a getattr itself may
+// leave them unset; users then see no birth time, as on a file system
+// without one.
 type GetattrOp struct {
-	Node   *Node
-	Path   string
-	Handle *Handle
-	Out    Attr
+	Node      *Node
+	Path      string
+	Handle    *Handle
+	WantBirth bool
+	Out       Attr
+	Birth     fuse.SxTime
+	HasBirth  bool
 }
 
 // SetattrOp changes the attributes named in In.Valid (fuse.FATTR_*).

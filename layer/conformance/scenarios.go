@@ -52,6 +52,7 @@ var Scenarios = map[string]Scenario{
 	"ChownNoChangeUpdatesCtime":  chownNoChangeUpdatesCtime,
 	"LinkNameReusedUnderneath":   linkNameReusedUnderneath,
 	"OpenFileOutlivesItsName":    openFileOutlivesItsName,
+	"BirthTime":                  birthTime,
 }
 
 // RunScenarios runs every scenario, each on a fresh mount.
@@ -932,4 +933,45 @@ func openFileOutlivesItsName(t *testing.T, mnt, backing string) {
 		f.Close()
 		d.Close()
 	}
+}
+
+// birthTime: statx(2) reports the birth time the backing file system
+// records, for files, directories, symlinks and the root, by name and
+// through an open file, and it stays after the file changes.
+func birthTime(t *testing.T, mnt, backing string) {
+	must(t, os.WriteFile(mnt+"/f", []byte("data"), 0644))
+	must(t, os.Mkdir(mnt+"/d", 0755))
+	must(t, os.Symlink("f", mnt+"/l"))
+	btime := func(dirfd int, path string, flags int) (unix.StatxTimestamp, bool) {
+		t.Helper()
+		var sx unix.Statx_t
+		must(t, unix.Statx(dirfd, path, flags|unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &sx))
+		return sx.Btime, sx.Mask&unix.STATX_BTIME != 0
+	}
+	check := func(name string) {
+		t.Helper()
+		want, ok := btime(unix.AT_FDCWD, filepath.Join(backing, name), 0)
+		if !ok {
+			t.Logf("%q: the backing file system records no birth time", name)
+			return
+		}
+		if got, ok := btime(unix.AT_FDCWD, filepath.Join(mnt, name), 0); !ok || got != want {
+			t.Errorf("%q: birth time %v (reported: %v), want %v as below", name, got, ok, want)
+		}
+	}
+	for _, name := range []string{"f", "d", "l", ""} {
+		check(name)
+	}
+	f, err := os.OpenFile(mnt+"/f", os.O_RDWR, 0)
+	must(t, err)
+	defer f.Close() // also when the scenario fails: see linkNameReusedUnderneath
+	want, ok := btime(unix.AT_FDCWD, backing+"/f", 0)
+	if got, gotOK := btime(int(f.Fd()), "", unix.AT_EMPTY_PATH); ok && (!gotOK || got != want) {
+		t.Errorf("through an open file: birth time %v (reported: %v), want %v", got, gotOK, want)
+	}
+	_, err = f.WriteAt([]byte("more data"), 100)
+	must(t, err)
+	must(t, f.Chmod(0600))
+	must(t, f.Close())
+	check("f")
 }
