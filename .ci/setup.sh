@@ -7,6 +7,8 @@ need=()
 command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 command -v tar >/dev/null 2>&1 || need+=(tar)
+# chattr and lsattr, for the scripted test of inode flags.
+command -v chattr >/dev/null 2>&1 || need+=(e2fsprogs)
 # Public file-system exercisers the integration tests run on the mount.
 command -v stress-ng >/dev/null 2>&1 || need+=(stress-ng)
 command -v fio >/dev/null 2>&1 || need+=(fio)

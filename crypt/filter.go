@@ -150,6 +150,7 @@ func (f *Filter) Attach(a *layer.Attachment) error {
 	layer.OnPre(a, f.lseek)
 	layer.OnPre(a, f.allocate)
 	layer.OnPre(a, f.copyFileRange)
+	layer.OnPre(a, f.ioctl)
 	return nil
 }
 

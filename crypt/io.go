@@ -1145,3 +1145,29 @@ func plainOf(ctx context.Context) string {
 	p, _ := ctx.Value(plainKey{}).(string)
 	return p
 }
+
+// ioctl refuses to make a file append-only (chattr +a) with EOPNOTSUPP,
+// ext4's answer for a flag it cannot honour: crypt rewrites a file's last
+// block in place when it appends to it, which an append-only file below
+// forbids, so every append through the mount would fail. A file made
+// append-only underneath keeps the flag through other changes. Directories
+// may be append-only: crypt only adds their entries.
+func (f *Filter) ioctl(c *layer.Call, op *layer.IoctlOp) (layer.Status, layer.Errno) {
+	set, _, appendOnly := op.IoctlSets()
+	if !set || !appendOnly || f.openFile(op.Handle) == nil {
+		return pass, 0
+	}
+	get := uint32(layer.FsIocGetflags)
+	if op.Cmd == layer.FsIocFssetxattr {
+		get = layer.FsIocFsgetxattr
+	}
+	cur := &layer.IoctlOp{Handle: op.Handle, Cmd: get, Arg: make([]byte, layer.IoctlArgSize(get))}
+	if errno := f.att.Below.Do(c, cur); errno != 0 {
+		return done, errno
+	}
+	cur.Cmd = op.Cmd // read the current flags as a change to them
+	if _, _, already := cur.IoctlSets(); !already {
+		return done, syscall.EOPNOTSUPP
+	}
+	return pass, 0
+}

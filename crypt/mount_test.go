@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
 	"github.com/vfsfilter/vfsfilter/crypt"
 	"github.com/vfsfilter/vfsfilter/layer"
 	"github.com/vfsfilter/vfsfilter/layer/conformance"
@@ -575,4 +576,46 @@ func TestSymlinkTargetLimit(t *testing.T) {
 	if links != 1 {
 		t.Errorf("%d symlinks below, want 1", links)
 	}
+}
+
+// TestAppendOnlyRefused: chattr +a on a file is refused with EOPNOTSUPP,
+// as every append through crypt rewrites the file's last block in place,
+// which an append-only file below forbids. A file made append-only
+// underneath keeps the flag through other changes of flags (and takes no
+// appends); a directory may be append-only.
+func TestAppendOnlyRefused(t *testing.T) {
+	mnt, backing := conformance.Mount(t, cryptStack, layer.MountOptions{})
+	must(t, os.WriteFile(mnt+"/f", []byte("data"), 0644))
+	f, err := os.Open(mnt + "/f")
+	must(t, err)
+	defer f.Close()
+	flags, err := unix.IoctlGetUint32(int(f.Fd()), layer.FsIocGetflags)
+	if err != nil {
+		skipOutsideCI(t, "no inode flags here: %v", err)
+	}
+	const nodump = 0x40 // FS_NODUMP_FL
+	err = unix.IoctlSetPointerInt(int(f.Fd()), layer.FsIocSetflags, int(flags|layer.FsAppendFl))
+	require.ErrorIs(t, err, unix.EOPNOTSUPP, "chattr +a of a file")
+
+	below, err := os.Open(cipherOf(t, mnt, backing, "f"))
+	must(t, err)
+	defer below.Close()
+	must(t, unix.IoctlSetPointerInt(int(below.Fd()), layer.FsIocSetflags, int(flags|layer.FsAppendFl)))
+	defer unix.IoctlSetPointerInt(int(below.Fd()), layer.FsIocSetflags, int(flags))
+	must(t, unix.IoctlSetPointerInt(int(f.Fd()), layer.FsIocSetflags, int(flags|layer.FsAppendFl|nodump)))
+	got, err := unix.IoctlGetUint32(int(below.Fd()), layer.FsIocGetflags)
+	must(t, err)
+	require.Equal(t, flags|layer.FsAppendFl|nodump, got, "flags below after chattr +d of a file append-only underneath")
+	_, err = os.OpenFile(mnt+"/f", os.O_WRONLY|os.O_APPEND, 0)
+	require.ErrorIs(t, err, unix.EPERM, "append to a file append-only underneath")
+
+	must(t, os.Mkdir(mnt+"/d", 0755))
+	d, err := os.Open(mnt + "/d")
+	must(t, err)
+	defer d.Close()
+	dflags, err := unix.IoctlGetUint32(int(d.Fd()), layer.FsIocGetflags)
+	must(t, err)
+	must(t, unix.IoctlSetPointerInt(int(d.Fd()), layer.FsIocSetflags, int(dflags|layer.FsAppendFl)))
+	must(t, os.WriteFile(mnt+"/d/new", []byte("x"), 0644))
+	must(t, unix.IoctlSetPointerInt(int(d.Fd()), layer.FsIocSetflags, int(dflags)))
 }

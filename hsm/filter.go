@@ -168,6 +168,7 @@ func (f *Filter) Attach(a *layer.Attachment) error {
 	layer.OnPre(a, f.preCopyFileRange)
 	layer.OnPre(a, f.preFlush)
 	layer.OnPre(a, f.preFsync)
+	layer.OnPre(a, f.preIoctl)
 	return nil
 }
 
@@ -753,6 +754,18 @@ func (f *Filter) preRead(c *layer.Call, op *layer.ReadOp) (layer.Status, layer.E
 			return done, layer.Errno(syscall.EINTR)
 		}
 	}
+}
+
+// preIoctl recalls a migrated file before it becomes immutable or
+// append-only: a recall writes the data back in place, which either flag
+// would then forbid, and the file could no longer be read.
+func (f *Filter) preIoctl(c *layer.Call, op *layer.IoctlOp) (layer.Status, layer.Errno) {
+	if set, immutable, appendOnly := op.IoctlSets(); set && (immutable || appendOnly) {
+		if errno := f.needData(c, op.Handle); errno != 0 {
+			return done, errno
+		}
+	}
+	return cont, 0
 }
 
 // needData recalls the whole file behind h (if it is a stub) and makes it

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/vfsfilter/vfsfilter/layer"
 	"io"
 	"time"
 
@@ -43,6 +44,9 @@ var (
 	ErrEmpty    = errors.New("empty")
 	ErrChanged  = errors.New("changed during migration; stays resident")
 	ErrNotFile  = errors.New("not a regular file")
+	// ErrFrozen: the release truncates the data in place and a recall
+	// writes it back, which these flags (chattr +i, +a) forbid.
+	ErrFrozen = errors.New("immutable or append-only")
 )
 
 // Result is the outcome of one Migrate.
@@ -91,6 +95,8 @@ func (f *Filter) Migrate(ctx context.Context, fd int, progress func(int64)) (Res
 		return skip(ErrMigrated)
 	case st.Size == 0:
 		return skip(ErrEmpty)
+	case frozen(fd):
+		return skip(ErrFrozen)
 	}
 	// close(2) waits for FLUSH but not for RELEASE, which the kernel
 	// sends a moment later: a file closed just now gets a short grace.
@@ -424,4 +430,11 @@ func (f *Filter) graceLocked(busy func() bool) {
 		time.Sleep(step)
 		f.mu.Lock()
 	}
+}
+
+// frozen reports whether the file is immutable or append-only. A file
+// system without inode flags has neither.
+func frozen(fd int) bool {
+	flags, err := unix.IoctlGetUint32(fd, layer.FsIocGetflags)
+	return err == nil && flags&(layer.FsImmutableFl|layer.FsAppendFl) != 0
 }

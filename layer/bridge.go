@@ -88,6 +88,7 @@ var (
 	_ fs.NodeStatfser       = (*node)(nil)
 	_ fs.NodeGetxattrer     = (*node)(nil)
 	_ fs.NodeStatxer        = (*node)(nil)
+	_ fs.NodeIoctler        = (*node)(nil)
 	_ fs.NodeSetxattrer     = (*node)(nil)
 	_ fs.NodeListxattrer    = (*node)(nil)
 	_ fs.NodeRemovexattrer  = (*node)(nil)
@@ -780,6 +781,36 @@ func (n *node) Removexattr(ctx context.Context, attr string) Errno {
 	return n.viaHandle(ctx, func(h *Handle) Op {
 		return &RemovexattrOp{Node: &n.Node, Path: n.path(), Handle: h, Name: attr}
 	})
+}
+
+// Ioctl serves the inode-flag ioctls of chattr(1) and lsattr(1) (see
+// IoctlOp), which the kernel sends on a file or directory it opens for
+// them. Every other command gets ENOTTY without reaching the stack.
+func (n *node) Ioctl(ctx context.Context, f fs.FileHandle, cmd uint32, arg uint64, input []byte, output []byte) (int32, Errno) {
+	size := IoctlArgSize(cmd)
+	h := handleOf(f)
+	if size == 0 || h == nil {
+		return 0, syscall.ENOTTY
+	}
+	op := &IoctlOp{Handle: h, Cmd: cmd, Arg: make([]byte, size)}
+	get := cmd == FsIocGetflags || cmd == FsIocFsgetxattr
+	if !get {
+		if len(input) < size {
+			return 0, syscall.EINVAL
+		}
+		copy(op.Arg, input)
+	}
+	if _, errno := n.do(ctx, op); errno != 0 {
+		return 0, errno
+	}
+	if get {
+		copy(output, op.Arg)
+	} else {
+		// The change moved the ctime; the kernel would show its
+		// cached one until the attributes time out.
+		n.NotifyContent(-1, 0)
+	}
+	return 0, 0
 }
 
 // viaHandle runs the op mk makes (an xattr op) through one of the node's

@@ -1,6 +1,7 @@
 package layer
 
 import (
+	"encoding/binary"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -46,6 +47,7 @@ const (
 	KindGetlk
 	KindSetlk
 	KindTmpfile
+	KindIoctl
 	numKinds
 )
 
@@ -54,7 +56,7 @@ var kindNames = [numKinds]string{
 	"symlink", "link", "unlink", "rmdir", "rename", "create", "open",
 	"readdir", "statfs", "getxattr", "setxattr", "listxattr", "removexattr",
 	"read", "write", "flush", "fsync", "release", "lseek", "allocate",
-	"copy_file_range", "getlk", "setlk", "tmpfile",
+	"copy_file_range", "getlk", "setlk", "tmpfile", "ioctl",
 }
 
 func (k OpKind) String() string {
@@ -370,6 +372,63 @@ type SetlkOp struct {
 	Wait   bool
 }
 
+// IoctlOp is one of the ioctls through which chattr(1) and lsattr(1) read
+// and change a file's or directory's inode flags, on an open file: Cmd is
+// FsIocGetflags or FsIocSetflags (Arg holds the flags, a native-endian
+// uint32) or FsIocFsgetxattr or FsIocFssetxattr (Arg holds a struct
+// fsxattr, FsxattrSize bytes). Get commands fill Arg. No other ioctl
+// reaches the stack: the bridge answers ENOTTY, as for a file system that
+// has none, so a backing fd never sees a command nobody vetted. The kernel
+// has checked the caller's right to the change (owner, and
+// CAP_LINUX_IMMUTABLE for the immutable and append-only flags) before.
+type IoctlOp struct {
+	Handle *Handle
+	Cmd    uint32
+	Arg    []byte
+}
+
+// The ioctl commands of IoctlOp (linux/fs.h), and the flags of theirs that
+// filters look at.
+const (
+	FsIocGetflags   = 0x80086601 // FS_IOC_GETFLAGS
+	FsIocSetflags   = 0x40086602 // FS_IOC_SETFLAGS
+	FsIocFsgetxattr = 0x801c581f // FS_IOC_FSGETXATTR
+	FsIocFssetxattr = 0x401c5820 // FS_IOC_FSSETXATTR
+	FsxattrSize     = 28         // sizeof(struct fsxattr)
+
+	FsImmutableFl    = 0x10 // FS_IMMUTABLE_FL: no change, no new link
+	FsAppendFl       = 0x20 // FS_APPEND_FL: writes only at the end
+	FsXflagImmutable = 0x08 // FS_XFLAG_IMMUTABLE, in fsxattr.fsx_xflags
+	FsXflagAppend    = 0x10 // FS_XFLAG_APPEND
+)
+
+// IoctlArgSize is the size of Arg for cmd, 0 for a command IoctlOp does
+// not carry.
+func IoctlArgSize(cmd uint32) int {
+	switch cmd {
+	case FsIocGetflags, FsIocSetflags:
+		return 4
+	case FsIocFsgetxattr, FsIocFssetxattr:
+		return FsxattrSize
+	}
+	return 0
+}
+
+// IoctlSets reports whether the op changes flags, and which of the
+// immutable and append-only ones it leaves set: the flags filters must
+// know about before they let the change through.
+func (op *IoctlOp) IoctlSets() (set, immutable, appendOnly bool) {
+	switch op.Cmd {
+	case FsIocSetflags:
+		f := binary.NativeEndian.Uint32(op.Arg)
+		return true, f&FsImmutableFl != 0, f&FsAppendFl != 0
+	case FsIocFssetxattr:
+		f := binary.NativeEndian.Uint32(op.Arg) // fsx_xflags comes first
+		return true, f&FsXflagImmutable != 0, f&FsXflagAppend != 0
+	}
+	return false, false, false
+}
+
 func (*LookupOp) Kind() OpKind        { return KindLookup }
 func (*GetattrOp) Kind() OpKind       { return KindGetattr }
 func (*SetattrOp) Kind() OpKind       { return KindSetattr }
@@ -401,6 +460,7 @@ func (*CopyFileRangeOp) Kind() OpKind { return KindCopyFileRange }
 func (*GetlkOp) Kind() OpKind         { return KindGetlk }
 func (*SetlkOp) Kind() OpKind         { return KindSetlk }
 func (*TmpfileOp) Kind() OpKind       { return KindTmpfile }
+func (*IoctlOp) Kind() OpKind         { return KindIoctl }
 
 // Errno is the only error type that crosses the stack: the errno the
 // caller's syscall returns. 0 is success.

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -117,6 +118,7 @@ func (p *Passthrough) Attach(a *Attachment) error {
 	OnPre(a, complete(p, p.fsync))
 	OnPre(a, complete(p, p.release))
 	OnPre(a, complete(p, p.lseek))
+	OnPre(a, complete(p, p.ioctl))
 	OnPre(a, complete(p, p.allocate))
 	OnPre(a, complete(p, p.copyFileRange))
 	OnPre(a, complete(p, p.getlk))
@@ -893,6 +895,19 @@ func xname(name string) string {
 		return "."
 	}
 	return name
+}
+
+// ioctl runs one of IoctlOp's commands on the open file below.
+func (p *Passthrough) ioctl(c *Call, op *IoctlOp) error {
+	n := IoctlArgSize(op.Cmd)
+	if op.Handle == nil || op.Handle.Fd < 0 || n == 0 {
+		return syscall.ENOTTY
+	}
+	if len(op.Arg) < n {
+		return syscall.EINVAL
+	}
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(op.Handle.Fd), uintptr(op.Cmd), uintptr(unsafe.Pointer(&op.Arg[0])))
+	return errnoErr(e)
 }
 
 // errNoFd is returned for I/O on a handle the passthrough did not open.

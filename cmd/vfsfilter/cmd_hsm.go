@@ -33,7 +33,8 @@ do the work, so a file open in an application is never migrated under it.
 
   migrate  copy files' data to the store, verify it there, then release the
            local data: a stub stays, with its name, size, times, owner,
-           mode and xattrs. Open, pinned and empty files are left alone.
+           mode and xattrs. Open, pinned, empty, immutable and
+           append-only (chattr +i, +a) files are left alone.
   recall   bring migrated files' data back (reading a file does so too).
   status   print each file's state: resident (local only), premigrated
            (local and in the store), migrated (in the store only).
@@ -182,7 +183,7 @@ func runHSM(e *env, sub string, paths []string, req hsm.Request, asJSON bool) er
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	method := map[string]string{"migrate": hsm.MethodMigrate, "recall": hsm.MethodRecall, "status": hsm.MethodStatus, "pin": hsm.MethodPin, "unpin": hsm.MethodPin}[sub]
-	out := &hsmOutput{e: e, sub: sub, json: asJSON}
+	out := &hsmOutput{e: e, sub: sub, json: asJSON, dryRun: req.DryRun}
 	if f, ok := e.stderr.(*os.File); ok && !asJSON && sub == "migrate" && !req.DryRun && term.IsTerminal(int(f.Fd())) {
 		out.tty = f
 	}
@@ -220,6 +221,7 @@ type hsmOutput struct {
 	e      *env
 	sub    string
 	json   bool
+	dryRun bool
 	mnt    string
 	tty    *os.File
 	bar    *progressbar.ProgressBar
@@ -295,7 +297,7 @@ func (o *hsmOutput) handle(raw json.RawMessage) error {
 		w := o.e.stdout
 		switch o.sub {
 		case "migrate":
-			if m.Migrated == 0 && m.Files > 0 {
+			if o.dryRun {
 				fmt.Fprintf(w, "would migrate %d files, %s\n", m.Files, humanBytes(m.Bytes))
 			} else {
 				fmt.Fprintf(w, "migrated %d files, %s; skipped %d; failed %d\n", m.Migrated, humanBytes(m.Bytes), m.Skipped, m.Failed)

@@ -2,6 +2,7 @@ package conformance
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/vfsfilter/vfsfilter/layer"
 	"golang.org/x/sys/unix"
@@ -53,6 +55,7 @@ var Scenarios = map[string]Scenario{
 	"LinkNameReusedUnderneath":   linkNameReusedUnderneath,
 	"OpenFileOutlivesItsName":    openFileOutlivesItsName,
 	"BirthTime":                  birthTime,
+	"InodeFlags":                 inodeFlags,
 }
 
 // RunScenarios runs every scenario, each on a fresh mount.
@@ -974,4 +977,109 @@ func birthTime(t *testing.T, mnt, backing string) {
 	must(t, f.Chmod(0600))
 	must(t, f.Close())
 	check("f")
+}
+
+// inodeFlags: chattr(1)'s inode flags (FS_IOC_GETFLAGS, FS_IOC_SETFLAGS,
+// FS_IOC_FSGETXATTR) are the backing file's, and the file system below
+// enforces them: an immutable file cannot be opened for writing, renamed,
+// removed or chmod'ed; an append-only file takes writes only at its end;
+// an append-only directory takes new entries but gives none up. A filter
+// may refuse a flag it cannot honour with EOPNOTSUPP, as ext4 does.
+func inodeFlags(t *testing.T, mnt, backing string) {
+	must(t, os.WriteFile(mnt+"/f", []byte("data"), 0644))
+	must(t, os.Mkdir(mnt+"/d", 0755))
+	open := func(p string) *os.File {
+		t.Helper()
+		f, err := os.Open(p)
+		must(t, err)
+		t.Cleanup(func() { f.Close() })
+		return f
+	}
+	getFlags := func(f *os.File) (uint32, error) { return unix.IoctlGetUint32(int(f.Fd()), layer.FsIocGetflags) }
+	setFlags := func(f *os.File, v uint32) error {
+		return unix.IoctlSetPointerInt(int(f.Fd()), layer.FsIocSetflags, int(v))
+	}
+	below, err := getFlags(open(backing + "/f"))
+	if err != nil {
+		// No inode flags below: none through the mount either.
+		_, got := getFlags(open(mnt + "/f"))
+		if !errors.Is(got, err) {
+			t.Errorf("FS_IOC_GETFLAGS: %v through the mount, %v below", got, err)
+		}
+		t.Logf("the backing file system has no inode flags: %v", err)
+		return
+	}
+	f, d := open(mnt+"/f"), open(mnt+"/d")
+	if got, err := getFlags(f); err != nil || got != below {
+		t.Errorf("FS_IOC_GETFLAGS: %#x, %v; want %#x as below", got, err, below)
+	}
+	// Whatever a failure leaves set, the test's clean-up must be able to
+	// remove the files.
+	t.Cleanup(func() {
+		for _, p := range []string{"/f", "/d"} {
+			if b, err := os.Open(backing + p); err == nil {
+				if v, err := getFlags(b); err == nil {
+					setFlags(b, v&^(layer.FsImmutableFl|layer.FsAppendFl))
+				}
+				b.Close()
+			}
+		}
+	})
+	const nodump = 0x40 // FS_NODUMP_FL, chattr +d: no capability needed
+	lstat(t, mnt+"/f")  // the kernel caches the attributes
+	must(t, setFlags(f, below|nodump))
+	if v, err := getFlags(open(backing + "/f")); err != nil || v&nodump == 0 {
+		t.Errorf("chattr +d through the mount: %#x, %v below", v, err)
+	}
+	// Below, asked afresh: a backing dir that is itself a FUSE mount may
+	// cache attributes for a jiffy.
+	var sx unix.Statx_t
+	must(t, unix.Statx(unix.AT_FDCWD, backing+"/f", unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_FORCE_SYNC, unix.STATX_CTIME, &sx))
+	want := unix.Timespec{Sec: sx.Ctime.Sec, Nsec: int64(sx.Ctime.Nsec)}
+	if got := lstat(t, mnt+"/f").Ctim; got != want {
+		t.Errorf("ctime after chattr +d: %v, want %v as below", got, want)
+	}
+	var fsx [layer.FsxattrSize]byte
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), layer.FsIocFsgetxattr, uintptr(unsafe.Pointer(&fsx[0]))); e != 0 {
+		t.Errorf("FS_IOC_FSGETXATTR: %v", e)
+	} else if x := binary.NativeEndian.Uint32(fsx[:]); x&0x80 == 0 { // FS_XFLAG_NODUMP
+		t.Errorf("FS_IOC_FSGETXATTR: xflags %#x, want nodump (0x80) set", x)
+	}
+
+	must(t, setFlags(f, below|layer.FsImmutableFl))
+	_, err = os.OpenFile(mnt+"/f", os.O_WRONLY, 0)
+	wantErrno(t, err, unix.EPERM, "open for writing of an immutable file")
+	wantErrno(t, os.Rename(mnt+"/f", mnt+"/g"), unix.EPERM, "rename of an immutable file")
+	wantErrno(t, os.Remove(mnt+"/f"), unix.EPERM, "unlink of an immutable file")
+	wantErrno(t, os.Chmod(mnt+"/f", 0600), unix.EPERM, "chmod of an immutable file")
+	if b, err := os.ReadFile(mnt + "/f"); err != nil || string(b) != "data" {
+		t.Errorf("read of an immutable file: %q, %v", b, err)
+	}
+	must(t, setFlags(f, below))
+	must(t, os.Chmod(mnt+"/f", 0600))
+
+	if err := setFlags(f, below|layer.FsAppendFl); errors.Is(err, unix.EOPNOTSUPP) {
+		t.Logf("chattr +a on a file: %v (refused by a filter)", err)
+	} else {
+		must(t, err)
+		_, err = os.OpenFile(mnt+"/f", os.O_WRONLY, 0)
+		wantErrno(t, err, unix.EPERM, "open of an append-only file for writing anywhere")
+		a, err := os.OpenFile(mnt+"/f", os.O_WRONLY|os.O_APPEND, 0)
+		must(t, err)
+		_, err = a.WriteString("+more")
+		must(t, err)
+		must(t, a.Close())
+		if b, err := os.ReadFile(mnt + "/f"); err != nil || string(b) != "data+more" {
+			t.Errorf("append-only file after an append: %q, %v", b, err)
+		}
+		must(t, setFlags(f, below))
+	}
+
+	dflags, err := getFlags(d)
+	must(t, err)
+	must(t, setFlags(d, dflags|layer.FsAppendFl))
+	must(t, os.WriteFile(mnt+"/d/new", []byte("x"), 0644))
+	wantErrno(t, os.Remove(mnt+"/d/new"), unix.EPERM, "unlink in an append-only directory")
+	must(t, setFlags(d, dflags))
+	must(t, os.Remove(mnt+"/d/new"))
 }
