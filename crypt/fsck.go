@@ -76,21 +76,29 @@ type FsckStats struct {
 // FsckOptions); a repair that fails leaves the problem reported as it
 // was, with why in What.
 func Fsck(backing string, keys *Keys, opts FsckOptions, report func(Problem)) (FsckStats, error) {
-	content, err := keys.Content()
+	k, err := newFsck(backing, keys, opts, report)
 	if err != nil {
 		return FsckStats{}, err
+	}
+	err = k.dir("", "")
+	return k.stats, err
+}
+
+// newFsck returns a checker of the tree in backing with keys' ciphers.
+func newFsck(backing string, keys *Keys, opts FsckOptions, report func(Problem)) (*fsck, error) {
+	content, err := keys.Content()
+	if err != nil {
+		return nil, err
 	}
 	names, err := keys.Names()
 	if err != nil {
-		return FsckStats{}, err
+		return nil, err
 	}
 	xattrs, err := keys.Xattrs()
 	if err != nil {
-		return FsckStats{}, err
+		return nil, err
 	}
-	k := &fsck{root: backing, opts: opts, content: content, names: names, xattrs: xattrs, report: report}
-	err = k.dir("", "")
-	return k.stats, err
+	return &fsck{root: backing, opts: opts, content: content, names: names, xattrs: xattrs, report: report}, nil
 }
 
 type fsck struct {

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"slices"
 
 	"github.com/spf13/pflag"
 	"github.com/vfsfilter/vfsfilter/crypt"
@@ -11,7 +13,7 @@ import (
 
 var cmdCrypt = &command{
 	name:  "crypt",
-	usage: "crypt passwd|fsck [flags] BACKING",
+	usage: "crypt passwd|fsck|masterkey|recover [flags] BACKING",
 	short: "change the passphrase of, or check, an encrypted BACKING",
 	long: `Work on a BACKING set up with "vfsfilter init --crypt".
 
@@ -32,20 +34,42 @@ var cmdCrypt = &command{
                          the content; it then exits 0 if nothing else is
                          damaged. Damaged blocks, names and headers are
                          only reported.
+  crypt masterkey BACKING
+                         print BACKING's recovery key: its master key and
+                         format, 80 hex digits with a checksum. With it,
+                         "crypt recover" reads the tree when the passphrase
+                         is forgotten or the settings file is lost or
+                         damaged; without either, every file is lost. Keep
+                         it offline (on paper), never beside the data:
+                         anyone who has it and the ciphertext reads
+                         everything.
+  crypt recover BACKING  set a new passphrase from the recovery key (from
+                         --keyfile/--extkey or the terminal), after checking
+                         that it decrypts the tree. Other settings (an HSM
+                         store) are kept; a damaged settings file is kept
+                         beside the new one as settings.json.damaged.
 
-A wrong passphrase exits with status 8.`,
+A wrong passphrase or recovery key exits with status 8.`,
 	setup: func(fs *pflag.FlagSet) func(*env, []string) error {
-		var old, nw secretFlags
+		var old, nw, key secretFlags
 		old.addFlags(fs)
-		nw.addFlagsNamed(fs, "new-passfile", "new-extpass", "the new passphrase (passwd)")
-		logN := fs.Int("scrypt-logn", 0, "passwd: scrypt cost of the new wrapping, log2 of N (default: keep the current)")
+		nw.addFlagsNamed(fs, "new-passfile", "new-extpass", "the new passphrase (passwd, recover)")
+		key.addFlagsNamed(fs, "keyfile", "extkey", "the recovery key (recover)")
+		key.noun = "recovery key"
+		logN := fs.Int("scrypt-logn", 0, "passwd, recover: scrypt cost of the new wrapping, log2 of N (default: keep the current; recover: 16)")
 		repair := fs.Bool("repair", false, "fsck: repair what can be repaired without loss (see above)")
 		return func(e *env, args []string) error {
-			if len(args) != 2 || (args[0] != "passwd" && args[0] != "fsck") {
-				return usageErrorf("crypt needs a sub-command (passwd or fsck) and BACKING")
+			if len(args) != 2 || !slices.Contains([]string{"passwd", "fsck", "masterkey", "recover"}, args[0]) {
+				return usageErrorf("crypt needs a sub-command (passwd, fsck, masterkey or recover) and BACKING")
 			}
-			old.stderr, nw.stderr = e.stderr, e.stderr
+			old.stderr, nw.stderr, key.stderr = e.stderr, e.stderr, e.stderr
 			backing := args[1]
+			if *repair && args[0] != "fsck" {
+				return usageErrorf("--repair is for fsck")
+			}
+			if args[0] == "recover" {
+				return cryptRecover(e, backing, &key, &nw, *logN)
+			}
 			s, err := settings.Load(backing)
 			if err != nil {
 				return withCode(ExitBacking, err)
@@ -57,11 +81,11 @@ A wrong passphrase exits with status 8.`,
 			if err != nil {
 				return err
 			}
-			if args[0] == "passwd" {
-				if *repair {
-					return usageErrorf("--repair is for fsck")
-				}
+			switch args[0] {
+			case "passwd":
 				return cryptPasswd(e, backing, s, cfg, &old, &nw, *logN)
+			case "masterkey":
+				return cryptMasterKey(e, backing, cfg, &old)
 			}
 			return cryptFsck(e, backing, cfg, &old, crypt.FsckOptions{Repair: *repair})
 		}
@@ -135,5 +159,103 @@ func cryptFsck(e *env, backing string, cfg *crypt.Config, sf *secretFlags, opts 
 	if left := st.Problems - st.Repaired; left > 0 {
 		return errorf(ExitFailure, "%s is damaged: %d problems", backing, left)
 	}
+	return nil
+}
+
+func cryptMasterKey(e *env, backing string, cfg *crypt.Config, sf *secretFlags) error {
+	pass, err := sf.read("Passphrase: ", false)
+	if err != nil {
+		return err
+	}
+	defer clear(pass)
+	key, err := cfg.RecoveryKey(pass)
+	if errors.Is(err, crypt.ErrWrongPassword) {
+		return withCode(ExitPassword, fmt.Errorf("cannot unlock %s: %w", backing, err))
+	}
+	if err != nil {
+		return withCode(ExitBacking, fmt.Errorf("cannot unlock %s: %w", backing, err))
+	}
+	defer clear(key)
+	fmt.Fprintf(e.stderr, "The recovery key of %s follows. With it, \"vfsfilter crypt recover\" sets a\nnew passphrase even when the passphrase is forgotten or the settings file\nis lost. Anyone who has it and the ciphertext reads everything: keep it\noffline, never beside the data.\n", backing)
+	_, err = e.stdout.Write(append(key, '\n'))
+	return err
+}
+
+// damagedSuffix names where crypt recover keeps a settings file it could
+// not read.
+const damagedSuffix = ".damaged"
+
+func cryptRecover(e *env, backing string, keyFlags, nw *secretFlags, logN int) error {
+	if logN == 0 {
+		logN = crypt.DefaultScryptLogN
+	}
+	if logN < crypt.MinScryptLogN || logN > crypt.MaxScryptLogN {
+		return usageErrorf("--scrypt-logn must be between %d and %d", crypt.MinScryptLogN, crypt.MaxScryptLogN)
+	}
+	if st, err := os.Stat(backing); err != nil {
+		return withCode(ExitBacking, err)
+	} else if !st.IsDir() {
+		return errorf(ExitBacking, "%s is not a directory", backing)
+	}
+	text, err := keyFlags.read("Recovery key: ", false)
+	if err != nil {
+		return err
+	}
+	r, err := crypt.ParseRecoveryKey(text)
+	clear(text)
+	if err != nil {
+		return withCode(ExitPassword, err)
+	}
+	defer r.Wipe()
+	keys, err := r.Keys()
+	if err != nil {
+		return err
+	}
+	kc, err := crypt.CheckKey(backing, keys)
+	keys.Wipe()
+	if err != nil {
+		return withCode(ExitPassword, fmt.Errorf("%s: %w", backing, err))
+	}
+	switch {
+	case kc.Blocks > 0:
+		fmt.Fprintf(e.stdout, "the recovery key decrypts %s: %d of %d names checked and a block of file contents\n", backing, kc.Names, kc.NamesTried)
+	case kc.NamesTried > 0:
+		fmt.Fprintf(e.stdout, "the recovery key decrypts %d of %d names of %s (no file contents to check it against)\n", kc.Names, kc.NamesTried, backing)
+	default:
+		fmt.Fprintf(e.stderr, "vfsfilter: warning: %s has no encrypted entries to check the recovery key against\n", backing)
+	}
+
+	s, loadErr := settings.Load(backing)
+	if loadErr != nil {
+		s = settings.New()
+	}
+	pass, err := nw.read("New passphrase: ", true)
+	if err != nil {
+		return err
+	}
+	defer clear(pass)
+	cfg, err := r.NewConfig(pass, logN)
+	if err != nil {
+		return err
+	}
+	if err := s.SetSection(crypt.SectionName, cfg); err != nil {
+		return err
+	}
+	switch {
+	case loadErr == nil:
+	case errors.Is(loadErr, settings.ErrNone):
+		fmt.Fprintf(e.stderr, "vfsfilter: %s is missing; the new one holds the encryption settings only (an HSM store, if the tree had one, must be restored from a backup of the file)\n", settings.Path(backing))
+	default:
+		// Keep what could not be read: it may hold other sections.
+		aside := settings.Path(backing) + damagedSuffix
+		if err := os.Rename(settings.Path(backing), aside); err != nil {
+			return withCode(ExitBacking, fmt.Errorf("%v; and it cannot be moved aside: %w", loadErr, err))
+		}
+		fmt.Fprintf(e.stderr, "vfsfilter: %v\nvfsfilter: kept as %s; the new settings hold the encryption settings only (an HSM store, if the tree had one, is named in the damaged file)\n", loadErr, aside)
+	}
+	if err := s.Save(backing); err != nil {
+		return withCode(ExitBacking, fmt.Errorf("write settings: %w", err))
+	}
+	fmt.Fprintf(e.stdout, "new passphrase set for %s\n", backing)
 	return nil
 }

@@ -66,6 +66,7 @@ func applyCryptInit(ic *initContext) (bool, error) {
 	if err := ic.Settings.SetSection(crypt.SectionName, cfg); err != nil {
 		return false, err
 	}
-	fmt.Fprintf(ic.Stdout, "encryption set up (scrypt logN=%d); keep the passphrase safe: without it the data cannot be recovered\n", cryptInit.logN)
+	fmt.Fprintf(ic.Stdout, "encryption set up (scrypt logN=%d); keep the passphrase safe\n", cryptInit.logN)
+	fmt.Fprintf(ic.Stdout, "if the passphrase or the settings file is lost, only the recovery key reads the data:\n  vfsfilter crypt masterkey %s   (shows it; keep it offline)\n", ic.Backing)
 	return true, nil
 }

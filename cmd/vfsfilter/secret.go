@@ -19,6 +19,9 @@ import (
 type secretFlags struct {
 	passfile string
 	extpass  string
+	// noun names the secret in messages ("passphrase" when empty), and
+	// fileFlag and extFlag the flags that give it.
+	noun, fileFlag, extFlag string
 	// stderr receives warnings (a passfile others can read); nil means
 	// os.Stderr.
 	stderr io.Writer
@@ -32,6 +35,7 @@ func (s *secretFlags) addFlags(fs *pflag.FlagSet) {
 // addFlagsNamed defines the two flags under other names ("new-passfile"
 // for crypt passwd).
 func (s *secretFlags) addFlagsNamed(fs *pflag.FlagSet, file, ext, what string) {
+	s.fileFlag, s.extFlag = file, ext
 	fs.StringVar(&s.passfile, file, "", "read "+what+" from the first line of `FILE` (it should be readable by its owner only)")
 	fs.StringVar(&s.extpass, ext, "", "run `COMMAND` with /bin/sh -c and read "+what+" from the first line of its output")
 }
@@ -48,21 +52,24 @@ func (s *secretFlags) read(prompt string, confirm bool) ([]byte, error) {
 	var err error
 	switch {
 	case s.passfile != "" && s.extpass != "":
-		return nil, usageErrorf("give --passfile or --extpass, not both")
+		return nil, usageErrorf("give --%s or --%s, not both", s.fileName(), s.extName())
 	case s.passfile != "":
 		p, err = s.fromFile()
 	case s.extpass != "":
 		p, err = s.fromCommand()
-	case os.Getenv(passFdEnv) != "":
+	case s.noun == "" && os.Getenv(passFdEnv) != "":
 		p, err = fromInheritedPipe()
 	default:
 		p, err = fromTerminal(prompt, confirm)
+	}
+	if errors.Is(err, errNoTerminal) && s.noun != "" {
+		err = fmt.Errorf("a %s is needed: give --%s FILE or --%s COMMAND, or run from a terminal", s.noun, s.fileName(), s.extName())
 	}
 	if err != nil {
 		return nil, err
 	}
 	if len(p) == 0 {
-		return nil, errors.New("the passphrase is empty")
+		return nil, fmt.Errorf("the %s is empty", s.what())
 	}
 	return p, nil
 }
@@ -113,15 +120,15 @@ func (s *secretFlags) warnf(format string, args ...any) {
 func (s *secretFlags) fromFile() ([]byte, error) {
 	f, err := os.Open(s.passfile)
 	if err != nil {
-		return nil, fmt.Errorf("passphrase file: %w", unwrapPathErrorSecret(err))
+		return nil, fmt.Errorf("%s file: %w", s.what(), unwrapPathErrorSecret(err))
 	}
 	defer f.Close()
 	if st, err := f.Stat(); err == nil && st.Mode().Perm()&0o077 != 0 {
-		s.warnf("passphrase file %s can be read by others (mode %04o); chmod 600 it", s.passfile, st.Mode().Perm())
+		s.warnf("%s file %s can be read by others (mode %04o); chmod 600 it", s.what(), s.passfile, st.Mode().Perm())
 	}
 	data, err := io.ReadAll(io.LimitReader(f, 64<<10))
 	if err != nil {
-		return nil, fmt.Errorf("passphrase file %s: %w", s.passfile, unwrapPathErrorSecret(err))
+		return nil, fmt.Errorf("%s file %s: %w", s.what(), s.passfile, unwrapPathErrorSecret(err))
 	}
 	defer clear(data)
 	return firstLine(data), nil
@@ -141,7 +148,7 @@ func (s *secretFlags) fromCommand() ([]byte, error) {
 	defer clear(out.Bytes())
 	if err != nil {
 		// Only the status: the command's output may hold the secret.
-		return nil, fmt.Errorf("--extpass command failed: %v", exitStatusOnly(err))
+		return nil, fmt.Errorf("--%s command failed: %v", s.extName(), exitStatusOnly(err))
 	}
 	return firstLine(out.Bytes()), nil
 }
@@ -206,4 +213,28 @@ func unwrapPathErrorSecret(err error) error {
 		return fmt.Errorf("%s: %w", pe.Path, pe.Err)
 	}
 	return err
+}
+
+// what is the secret's name in messages.
+func (s *secretFlags) what() string {
+	if s.noun == "" {
+		return "passphrase"
+	}
+	return s.noun
+}
+
+// fileName is the name of the file flag.
+func (s *secretFlags) fileName() string {
+	if s.fileFlag == "" {
+		return "passfile"
+	}
+	return s.fileFlag
+}
+
+// extName is the name of the command flag.
+func (s *secretFlags) extName() string {
+	if s.extFlag == "" {
+		return "extpass"
+	}
+	return s.extFlag
 }

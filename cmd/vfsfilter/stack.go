@@ -4,7 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 
+	"github.com/vfsfilter/vfsfilter/crypt"
 	"github.com/vfsfilter/vfsfilter/internal/control"
 	"github.com/vfsfilter/vfsfilter/internal/settings"
 	"github.com/vfsfilter/vfsfilter/layer"
@@ -90,13 +93,23 @@ func buildStackFilters(sc *stackContext, pt *layer.Passthrough) ([]layer.Filter,
 	return filters, nil
 }
 
-// loadSettings reads BACKING's settings; a plain directory gives nil.
+// loadSettings reads BACKING's settings; a plain directory gives nil. An
+// encrypted tree that lost its settings is refused, not shown plain: users
+// would see its ciphertext, and what they wrote would land in it in the
+// clear.
 func loadSettings(backing string) (*settings.Settings, error) {
 	s, err := settings.Load(backing)
-	if errors.Is(err, settings.ErrNone) {
+	_, ivErr := os.Lstat(filepath.Join(backing, crypt.DirIVFile))
+	encrypted := ivErr == nil
+	recover := fmt.Sprintf("with the tree's recovery key, \"vfsfilter crypt recover %s\" writes new settings", backing)
+	switch {
+	case errors.Is(err, settings.ErrNone) && encrypted:
+		return nil, fmt.Errorf("%s holds an encrypted tree (%s) but no settings (%s); %s", backing, crypt.DirIVFile, settings.Path(backing), recover)
+	case errors.Is(err, settings.ErrNone):
 		return nil, nil
-	}
-	if err != nil {
+	case err != nil && encrypted:
+		return nil, fmt.Errorf("settings of %s: %w; %s", backing, err, recover)
+	case err != nil:
 		return nil, fmt.Errorf("settings of %s: %w", backing, err)
 	}
 	return s, nil
