@@ -160,14 +160,11 @@ func TestWriteBehindStat(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			backing := t.TempDir()
 			mnt, f := behindMount(t, backing, crypt.Options{}, tc.mo)
-			gate := make(chan struct{})
-			var open sync.Once
-			release := func() { open.Do(func() { close(gate) }) }
+			release := holdBehind(f)
 			// Never leave a write-behind held: a deferred call runs
 			// before the test's clean-ups, which close the file (its
 			// FLUSH waits for the write-behind) and unmount.
 			defer release()
-			f.SetBehindTest(func() layer.Errno { <-gate; return 0 }, release)
 
 			p := filepath.Join(mnt, "f")
 			fh := openFile(t, p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
@@ -264,4 +261,49 @@ func TestWriteBehindClose(t *testing.T) {
 	require.NoError(t, err)
 	want := int64(crypt.HeaderLen + len(data)/4096*(4096+crypt.BlockOverhead))
 	assert.Equal(t, want, below.Size(), "the file below once Close returns")
+}
+
+// TestWriteBehindBeforeImmutable: chattr +i waits for a write-behind of the
+// file still on its way below, which the flag would refuse: the write
+// that was answered lands, and fsync reports no error.
+func TestWriteBehindBeforeImmutable(t *testing.T) {
+	backing := t.TempDir()
+	mnt, f := behindMount(t, backing, crypt.Options{})
+	release := holdBehind(f)
+	defer release() // see TestWriteBehindStat
+
+	p := filepath.Join(mnt, "f")
+	fh := openFile(t, p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+	data := randBytes(1 << 20)
+	_, err := writeChunks(fh, data, len(data))
+	require.NoError(t, err)
+	require.Equal(t, int64(1), f.BehindStarted())
+
+	ro := openFile(t, p, os.O_RDONLY)
+	flags, err := unix.IoctlGetUint32(int(ro.Fd()), layer.FsIocGetflags)
+	if err != nil {
+		skipOutsideCI(t, "no inode flags here: %v", err)
+	}
+	t.Cleanup(func() {
+		if b, err := os.Open(cipherFile(t, backing)); err == nil {
+			unix.IoctlSetPointerInt(int(b.Fd()), layer.FsIocSetflags, int(flags))
+			b.Close()
+		}
+	})
+	require.NoError(t, unix.IoctlSetPointerInt(int(ro.Fd()), layer.FsIocSetflags, int(flags|layer.FsImmutableFl)))
+	release()
+	require.NoError(t, fh.Sync(), "the write answered before chattr +i")
+	got, err := os.ReadFile(p)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(data, got), "contents after chattr +i")
+}
+
+// holdBehind holds f's write-behinds until the returned function runs (as
+// it does by itself when an op waits for them).
+func holdBehind(f *crypt.Filter) (release func()) {
+	gate := make(chan struct{})
+	var open sync.Once
+	release = func() { open.Do(func() { close(gate) }) }
+	f.SetBehindTest(func() layer.Errno { <-gate; return 0 }, release)
+	return release
 }

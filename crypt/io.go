@@ -1154,7 +1154,13 @@ func plainOf(ctx context.Context) string {
 // may be append-only: crypt only adds their entries.
 func (f *Filter) ioctl(c *layer.Call, op *layer.IoctlOp) (layer.Status, layer.Errno) {
 	set, _, appendOnly := op.IoctlSets()
-	if !set || !appendOnly || f.openFile(op.Handle) == nil {
+	if !set {
+		return pass, 0
+	}
+	// A write answered but still on its way below (write-behind) must
+	// land before the file becomes immutable, which would refuse it.
+	f.waitFile(c, "", op.Handle)
+	if !appendOnly || f.openFile(op.Handle) == nil {
 		return pass, 0
 	}
 	get := uint32(layer.FsIocGetflags)

@@ -159,12 +159,38 @@ func (n *node) pathWith(name string) string {
 
 // unreachable returns a path below a directory no backing tree has (a
 // random name, as go-fuse gives orphaned nodes), followed by name.
+// Unreachable recognises it.
 func unreachable(name string) string {
-	p := fmt.Sprintf(".vfsfilter.%016x/deleted", rand.Uint64())
+	p := fmt.Sprintf("%s%016x/%s", unreachablePrefix, rand.Uint64(), unreachableDir)
 	if name == "" {
 		return p
 	}
 	return p + "/" + name
+}
+
+const (
+	unreachablePrefix = ".vfsfilter."
+	unreachableDir    = "deleted"
+)
+
+// Unreachable reports whether p is the path the bridge gives an op on a
+// node that has no name left (an open file unlinked, or replaced under its
+// name): no entry has it, so path-based work fails with ENOENT, and the op
+// reaches its file only through its Handle. Filters that report changes by
+// path (notify) skip such ops: no name users see changed. (A user's own
+// entry named exactly so at the root would be taken for one.)
+func Unreachable(p string) bool {
+	const n = len(unreachablePrefix) + 16
+	if len(p) < n+1+len(unreachableDir) || p[:len(unreachablePrefix)] != unreachablePrefix || p[n] != '/' {
+		return false
+	}
+	for _, c := range p[len(unreachablePrefix):n] {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	rest := p[n+1:]
+	return rest == unreachableDir || strings.HasPrefix(rest, unreachableDir+"/")
 }
 
 func (n *node) do(ctx context.Context, op Op) (*Call, Errno) {
@@ -272,7 +298,7 @@ func handleOf(f fs.FileHandle) *Handle {
 }
 
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) Errno {
-	op, errno := n.getattr(ctx, f, false)
+	op, errno := n.getattr(ctx, handleOf(f), false)
 	if errno != 0 {
 		return errno
 	}
@@ -285,7 +311,16 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 // the kernel sends it only then (it caches the rest from every other
 // reply), and answers the birth time from what it caches here.
 func (n *node) Statx(ctx context.Context, f fs.FileHandle, flags uint32, mask uint32, out *fuse.StatxOut) Errno {
-	op, errno := n.getattr(ctx, f, true)
+	h := handleOf(f)
+	if h == nil {
+		// statx(2) of an open file by fd or by /proc/self/fd comes
+		// without one (for GETATTR, go-fuse lends one; here it does
+		// not), and the file's name may be gone.
+		var put func()
+		h, put = n.borrow()
+		defer put()
+	}
+	op, errno := n.getattr(ctx, h, true)
 	if errno != 0 {
 		return errno
 	}
@@ -306,12 +341,11 @@ func (n *node) Statx(ctx context.Context, f fs.FileHandle, flags uint32, mask ui
 	return 0
 }
 
-// getattr runs a GetattrOp for the node, through f when the kernel sent
-// one. When the path is gone but an open directory still has an fd, it
-// runs through a duplicate of that: fstat(2) of it must work, as on a
-// local file system.
-func (n *node) getattr(ctx context.Context, f fs.FileHandle, birth bool) (*GetattrOp, Errno) {
-	op := &GetattrOp{Node: &n.Node, Path: n.path(), Handle: handleOf(f), WantBirth: birth}
+// getattr runs a GetattrOp for the node, through h when not nil. When the
+// path is gone but an open directory still has an fd, it runs through a
+// duplicate of that: fstat(2) of it must work, as on a local file system.
+func (n *node) getattr(ctx context.Context, h *Handle, birth bool) (*GetattrOp, Errno) {
+	op := &GetattrOp{Node: &n.Node, Path: n.path(), Handle: h, WantBirth: birth}
 	_, errno := n.do(ctx, op)
 	if errno == syscall.ENOENT && op.Handle == nil {
 		if h := n.dupDirHandle(); h != nil {
@@ -329,25 +363,16 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	}
 	op := &SetattrOp{Node: &n.Node, Path: n.path(), Handle: handleOf(f), In: *in, Touch: in.Valid&SetattrChanges == 0}
 	if op.Handle == nil && in.Valid&fuse.FATTR_SIZE == 0 {
-		// chmod, chown or utimes of an open file: through one of its
-		// handles (see node.files). A truncate by path keeps its path:
-		// filters treat a size change through a handle as ftruncate.
+		// chmod, chown or utimes of an open file or directory: through
+		// one of its handles (see borrow), which still reach it when its
+		// name is gone or leads to another file now. A truncate by path
+		// keeps its path: filters treat a size change through a handle
+		// as ftruncate.
 		var put func()
 		op.Handle, put = n.borrow()
 		defer put()
 	}
-	_, errno := n.do(ctx, op)
-	if errno == syscall.ENOENT && op.Handle == nil {
-		// fchmod(2) and the like of an open directory removed since,
-		// through its fd, as Getattr does (with a fresh op: filters may
-		// have rewritten the first one on its way down).
-		if h := n.dupDirHandle(); h != nil {
-			defer unix.Close(h.Fd)
-			op = &SetattrOp{Node: &n.Node, Path: n.path(), Handle: h, In: *in, Touch: in.Valid&SetattrChanges == 0}
-			_, errno = n.do(ctx, op)
-		}
-	}
-	if errno != 0 {
+	if _, errno := n.do(ctx, op); errno != 0 {
 		return errno
 	}
 	out.Attr = op.Out
@@ -355,17 +380,20 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	return 0
 }
 
-// borrow returns one of the node's open file handles with an fd (nil if it
-// has none) for an operation that arrived without a handle, and the function
-// that gives it back. Until then Release cannot take the handle out of
-// node.files or close its fd (fileUse), so the fd stays this file's.
+// borrow returns one of the node's open file or directory handles with an
+// fd (nil if it has none) for an operation that arrived without a handle,
+// and the function that gives it back. Until then Release and Releasedir
+// cannot take the handle out of node.files or node.dirs or close its fd
+// (fileUse), so the fd stays this node's.
 func (n *node) borrow() (*Handle, func()) {
 	n.fileUse.RLock()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	for _, h := range n.files {
-		if h.Fd >= 0 {
-			return h, n.fileUse.RUnlock
+	for _, hs := range [][]*Handle{n.files, n.dirs} {
+		for _, h := range hs {
+			if h.Fd >= 0 {
+				return h, n.fileUse.RUnlock
+			}
 		}
 	}
 	// Nothing to protect: let Release go ahead at once.
@@ -677,14 +705,11 @@ func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {
 	d.scope.end()
 	d.scope = nil
 	d.mu.Unlock()
+	d.n.fileUse.Lock() // see borrow
 	d.n.mu.Lock()
-	for i, h := range d.n.dirs {
-		if h == d.h {
-			d.n.dirs = append(d.n.dirs[:i], d.n.dirs[i+1:]...)
-			break
-		}
-	}
+	d.n.dirs = slices.DeleteFunc(d.n.dirs, func(h *Handle) bool { return h == d.h })
 	d.n.mu.Unlock()
+	d.n.fileUse.Unlock()
 	d.n.do(ctx, &ReleaseOp{Handle: d.h})
 }
 
@@ -815,22 +840,14 @@ func (n *node) Ioctl(ctx context.Context, f fs.FileHandle, cmd uint32, arg uint6
 
 // viaHandle runs the op mk makes (an xattr op) through one of the node's
 // open handles when it has one (see borrow; the kernel sends these ops
-// without a handle), so that fgetxattr(2) and the like on an open file
-// work after its name is gone, unlinked or replaced, as on a local file
-// system, where the op's path no longer leads to it. An open directory
-// lends a duplicate of its fd only once the path has failed, as for
-// Getattr; mk then makes a fresh op, as filters may have rewritten the
-// first one's path on its way down.
+// without a handle), so that fgetxattr(2) and the like on an open file or
+// directory work after its name is gone, unlinked or replaced, as on a
+// local file system, where the op's path no longer leads to it (or leads
+// to another file).
 func (n *node) viaHandle(ctx context.Context, mk func(*Handle) Op) Errno {
 	h, put := n.borrow()
+	defer put()
 	_, errno := n.do(ctx, mk(h))
-	put()
-	if errno == syscall.ENOENT && h == nil {
-		if d := n.dupDirHandle(); d != nil {
-			defer unix.Close(d.Fd)
-			_, errno = n.do(ctx, mk(d))
-		}
-	}
 	return errno
 }
 

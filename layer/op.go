@@ -2,9 +2,11 @@ package layer
 
 import (
 	"encoding/binary"
+	"strconv"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
 // OpKind names one operation of the stack. Filters register callbacks per
@@ -387,19 +389,30 @@ type IoctlOp struct {
 	Arg    []byte
 }
 
-// The ioctl commands of IoctlOp (linux/fs.h), and the flags of theirs that
-// filters look at.
+// The ioctl commands of IoctlOp (linux/fs.h), in this architecture's
+// encoding: the direction bits of _IOR and _IOW differ between
+// architectures (powerpc, mips and sparc have their own), so they are taken
+// from x/sys's FS_IOC_GETFLAGS and FS_IOC_SETFLAGS, whose size field
+// (sizeof(long), bits 16 up on every architecture) and number are known.
 const (
-	FsIocGetflags   = 0x80086601 // FS_IOC_GETFLAGS
-	FsIocSetflags   = 0x40086602 // FS_IOC_SETFLAGS
-	FsIocFsgetxattr = 0x801c581f // FS_IOC_FSGETXATTR
-	FsIocFssetxattr = 0x401c5820 // FS_IOC_FSSETXATTR
-	FsxattrSize     = 28         // sizeof(struct fsxattr)
+	FsIocGetflags   = unix.FS_IOC_GETFLAGS
+	FsIocSetflags   = unix.FS_IOC_SETFLAGS
+	FsIocFsgetxattr = iocRead | FsxattrSize<<16 | 'X'<<8 | 31  // FS_IOC_FSGETXATTR
+	FsIocFssetxattr = iocWrite | FsxattrSize<<16 | 'X'<<8 | 32 // FS_IOC_FSSETXATTR
+	FsxattrSize     = 28                                       // sizeof(struct fsxattr)
 
-	FsImmutableFl    = 0x10 // FS_IMMUTABLE_FL: no change, no new link
-	FsAppendFl       = 0x20 // FS_APPEND_FL: writes only at the end
-	FsXflagImmutable = 0x08 // FS_XFLAG_IMMUTABLE, in fsxattr.fsx_xflags
-	FsXflagAppend    = 0x10 // FS_XFLAG_APPEND
+	iocLong  = uint32(strconv.IntSize/8) << 16 // sizeof(long) on Linux
+	iocRead  = uint32(unix.FS_IOC_GETFLAGS) &^ (iocLong | 'f'<<8 | 1)
+	iocWrite = uint32(unix.FS_IOC_SETFLAGS) &^ (iocLong | 'f'<<8 | 2)
+)
+
+// Flags of IoctlOp's commands that filters and the passthrough look at.
+const (
+	FsImmutableFl    = 0x10   // FS_IMMUTABLE_FL: no change, no new link
+	FsAppendFl       = 0x20   // FS_APPEND_FL: writes only at the end
+	FsJournalDataFl  = 0x4000 // FS_JOURNAL_DATA_FL: needs CAP_SYS_RESOURCE on ext4
+	FsXflagImmutable = 0x08   // FS_XFLAG_IMMUTABLE, in fsxattr.fsx_xflags
+	FsXflagAppend    = 0x10   // FS_XFLAG_APPEND
 )
 
 // IoctlArgSize is the size of Arg for cmd, 0 for a command IoctlOp does

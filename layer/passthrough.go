@@ -1,6 +1,7 @@
 package layer
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -355,6 +356,10 @@ func (p *Passthrough) getattr(c *Call, op *GetattrOp) error {
 	return p.stat(op.Path, &op.Out)
 }
 
+// setNum sets *dst to v, converting between the integer types that
+// unix.Stat_t's fields have on one architecture or another.
+func setNum[D, S ~int16 | ~int32 | ~int64 | ~uint16 | ~uint32 | ~uint64](dst *D, v S) { *dst = D(v) }
+
 // statx is getattr through statx(2), which also reports the birth time.
 // It is not the common path: fstatat(2) is cheaper, and the kernel asks
 // for a birth time only when a caller of statx(2) does.
@@ -375,21 +380,21 @@ func (p *Passthrough) statx(op *GetattrOp) error {
 			return err
 		}
 	}
-	st := unix.Stat_t{
-		Dev:     unix.Mkdev(sx.Dev_major, sx.Dev_minor),
-		Ino:     sx.Ino,
-		Nlink:   uint64(sx.Nlink),
-		Mode:    uint32(sx.Mode),
-		Uid:     sx.Uid,
-		Gid:     sx.Gid,
-		Rdev:    unix.Mkdev(sx.Rdev_major, sx.Rdev_minor),
-		Size:    int64(sx.Size),
-		Blksize: int64(sx.Blksize),
-		Blocks:  int64(sx.Blocks),
-		Atim:    unix.Timespec{Sec: sx.Atime.Sec, Nsec: int64(sx.Atime.Nsec)},
-		Mtim:    unix.Timespec{Sec: sx.Mtime.Sec, Nsec: int64(sx.Mtime.Nsec)},
-		Ctim:    unix.Timespec{Sec: sx.Ctime.Sec, Nsec: int64(sx.Ctime.Nsec)},
-	}
+	// Through a Stat_t, whose field widths differ between architectures,
+	// so that fill treats both calls alike.
+	var st unix.Stat_t
+	setNum(&st.Dev, unix.Mkdev(sx.Dev_major, sx.Dev_minor))
+	setNum(&st.Ino, sx.Ino)
+	setNum(&st.Nlink, sx.Nlink)
+	setNum(&st.Mode, sx.Mode)
+	st.Uid, st.Gid = sx.Uid, sx.Gid
+	setNum(&st.Rdev, unix.Mkdev(sx.Rdev_major, sx.Rdev_minor))
+	setNum(&st.Size, sx.Size)
+	setNum(&st.Blksize, sx.Blksize)
+	setNum(&st.Blocks, sx.Blocks)
+	st.Atim = unix.NsecToTimespec(sx.Atime.Sec*1e9 + int64(sx.Atime.Nsec))
+	st.Mtim = unix.NsecToTimespec(sx.Mtime.Sec*1e9 + int64(sx.Mtime.Nsec))
+	st.Ctim = unix.NsecToTimespec(sx.Ctime.Sec*1e9 + int64(sx.Ctime.Nsec))
 	p.fill(&op.Out, &st)
 	if sx.Mask&unix.STATX_BTIME != 0 {
 		op.Birth.FromStatxTimestamp(&sx.Btime)
@@ -905,6 +910,21 @@ func (p *Passthrough) ioctl(c *Call, op *IoctlOp) error {
 	}
 	if len(op.Arg) < n {
 		return syscall.EINVAL
+	}
+	if op.Cmd == FsIocSetflags && c.Uid != 0 {
+		// The kernel checked the caller's right to the change before
+		// sending it (owner; CAP_LINUX_IMMUTABLE for +i and +a), but
+		// ext4 asks for CAP_SYS_RESOURCE to toggle data journaling
+		// (+j), and would see this daemon's, not the caller's. Only
+		// root's request goes through, as the nearest check the
+		// request allows.
+		old, err := unix.IoctlGetUint32(op.Handle.Fd, FsIocGetflags)
+		if err != nil {
+			return err
+		}
+		if (binary.NativeEndian.Uint32(op.Arg)^old)&FsJournalDataFl != 0 {
+			return syscall.EPERM
+		}
 	}
 	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(op.Handle.Fd), uintptr(op.Cmd), uintptr(unsafe.Pointer(&op.Arg[0])))
 	return errnoErr(e)

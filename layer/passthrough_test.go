@@ -366,7 +366,7 @@ func TestInvalidateHardLink(t *testing.T) {
 	stat := func() (size int64, nlink uint64) {
 		var st unix.Stat_t
 		require.NoError(t, unix.Lstat(mnt+"/a/x", &st))
-		return st.Size, st.Nlink
+		return st.Size, uint64(st.Nlink)
 	}
 	size, nlink := stat()
 	require.EqualValues(t, 1, size)

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/require"
 	"github.com/vfsfilter/vfsfilter/layer"
 	"github.com/vfsfilter/vfsfilter/layer/conformance"
 )
@@ -54,5 +55,17 @@ func TestDeepPaths(t *testing.T) {
 	}
 	if left, _ := os.ReadDir(backing); len(left) != 0 {
 		t.Fatalf("left in backing: %v", left)
+	}
+}
+
+// TestUnreachable: the bridge's paths for nodes without a name are
+// recognised, and nothing else is.
+func TestUnreachable(t *testing.T) {
+	for _, p := range []string{layer.UnreachablePath(""), layer.UnreachablePath("x"), layer.UnreachablePath("x/y")} {
+		require.True(t, layer.Unreachable(p), p)
+	}
+	for _, p := range []string{"", ".vfsfilter", ".vfsfilter.0123456789abcdef", ".vfsfilter.0123456789abcdef/deletedx",
+		".vfsfilter.0123456789abcdeg/deleted", ".vfsfilter.0123456789abcde/deleted", "a/.vfsfilter.0123456789abcdef/deleted"} {
+		require.False(t, layer.Unreachable(p), p)
 	}
 }

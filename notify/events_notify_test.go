@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestEventsThroughMount(t *testing.T) {
@@ -94,5 +96,31 @@ func TestPassthroughWriteReportedOnce(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestNoEventsForNamelessFiles: changes through the descriptor of an open
+// file whose name is gone (fsetxattr, fchmod) change no name users see,
+// so they are reported under none (as on ext4, where only a watch on the
+// file itself would see them), and never under the bridge's internal name
+// for such a file.
+func TestNoEventsForNamelessFiles(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	m := r.mnt
+	write(t, m+"/f", "hello")
+	f, err := os.OpenFile(m+"/f", os.O_RDWR, 0)
+	must(t, err)
+	defer f.Close()
+	must(t, os.Remove(m+"/f"))
+	must(t, unix.Fsetxattr(int(f.Fd()), "user.x", []byte("1"), 0))
+	must(t, unix.Fremovexattr(int(f.Fd()), "user.x"))
+	must(t, f.Chmod(0o600))
+	must(t, f.Close())
+	write(t, m+"/marker", "")
+	evs := r.rec.wait(t, notifyWant{"remove", "f", "", "mount"}, notifyWant{"create", "marker", "", "mount"})
+	for _, e := range evs {
+		if e.Path != "f" && e.Path != "marker" {
+			t.Errorf("event for a nameless file: %+v\n%s", e, dump(evs))
+		}
 	}
 }

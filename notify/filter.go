@@ -207,6 +207,11 @@ func remember[O layer.Op](f *Filter, paths func(O) (string, string)) layer.PreFu
 			return layer.ContinueNoPost, 0
 		}
 		p, old := paths(op)
+		if layer.Unreachable(p) || layer.Unreachable(old) {
+			// A change through an open file whose name is gone:
+			// no name users see changed.
+			return layer.ContinueNoPost, 0
+		}
 		f.visible.Store(layer.Op(op), visiblePaths{p, old})
 		return layer.Continue, 0
 	}

@@ -202,7 +202,7 @@ func (f *Filter) setattr(c *layer.Call, op *layer.SetattrOp) (layer.Status, laye
 	if f.vhandle(op.Handle) != nil {
 		return done, erofs
 	}
-	st, errno, v := f.route(c, op, &op.Path, existing)
+	st, errno, v := f.routeOpen(c, op, &op.Path, op.Handle)
 	if v != nil {
 		return done, erofs
 	}
@@ -448,8 +448,22 @@ func (f *Filter) statfs(c *layer.Call, op *layer.StatfsOp) (layer.Status, layer.
 	return st, errno
 }
 
+// routeOpen is route for an op that may carry an open file or directory
+// of the entry (the bridge lends one to xattr ops and setattr): when the
+// path no longer leads to it (unlinked, replaced, or hidden: the bridge's
+// name for a node without one, see layer.Unreachable, may match a hide
+// pattern) the op goes on through the handle, as fgetxattr(2) and
+// fchmod(2) do on a local file system.
+func (f *Filter) routeOpen(c *layer.Call, op layer.Op, path *string, h *layer.Handle) (layer.Status, layer.Errno, *VirtualFile) {
+	st, errno, v := f.route(c, op, path, existing)
+	if errno == enoent && h != nil && h.Fd >= 0 {
+		return cont, 0, nil
+	}
+	return st, errno, v
+}
+
 func (f *Filter) getxattr(c *layer.Call, op *layer.GetxattrOp) (layer.Status, layer.Errno) {
-	st, errno, v := f.route(c, op, &op.Path, existing)
+	st, errno, v := f.routeOpen(c, op, &op.Path, op.Handle)
 	if v != nil {
 		return done, enodata
 	}
@@ -457,7 +471,7 @@ func (f *Filter) getxattr(c *layer.Call, op *layer.GetxattrOp) (layer.Status, la
 }
 
 func (f *Filter) listxattr(c *layer.Call, op *layer.ListxattrOp) (layer.Status, layer.Errno) {
-	st, errno, v := f.route(c, op, &op.Path, existing)
+	st, errno, v := f.routeOpen(c, op, &op.Path, op.Handle)
 	if v != nil {
 		op.Size = 0
 		return done, success
@@ -466,7 +480,7 @@ func (f *Filter) listxattr(c *layer.Call, op *layer.ListxattrOp) (layer.Status, 
 }
 
 func (f *Filter) setxattr(c *layer.Call, op *layer.SetxattrOp) (layer.Status, layer.Errno) {
-	st, errno, v := f.route(c, op, &op.Path, existing)
+	st, errno, v := f.routeOpen(c, op, &op.Path, op.Handle)
 	if v != nil {
 		return done, erofs
 	}
@@ -474,7 +488,7 @@ func (f *Filter) setxattr(c *layer.Call, op *layer.SetxattrOp) (layer.Status, la
 }
 
 func (f *Filter) removexattr(c *layer.Call, op *layer.RemovexattrOp) (layer.Status, layer.Errno) {
-	st, errno, v := f.route(c, op, &op.Path, existing)
+	st, errno, v := f.routeOpen(c, op, &op.Path, op.Handle)
 	if v != nil {
 		return done, erofs
 	}

@@ -179,3 +179,17 @@ func TestRenameVirtualBind(t *testing.T) {
 func TestExerciseHide20(t *testing.T) {
 	conformance.RunExerciser(t, stackWith(hideRules), layer.MountOptions{}, 300)
 }
+
+// TestOpenFileOutlivesItsNameHidingDotfiles: with every dotfile hidden
+// (a common rule), changes through the descriptors of open files whose
+// names are gone still reach them: the bridge's name for a node without
+// one starts with a dot, and must not be taken for a hidden entry.
+func TestOpenFileOutlivesItsNameHidingDotfiles(t *testing.T) {
+	dotfiles := func(t testing.TB) *namespace.Rules {
+		r := &namespace.Rules{}
+		require.NoError(t, r.AddHide(".*"))
+		return r
+	}
+	mnt, backing := conformance.Mount(t, stackWith(dotfiles), layer.MountOptions{})
+	conformance.Scenarios["OpenFileOutlivesItsName"](t, mnt, backing)
+}
