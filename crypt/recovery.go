@@ -35,6 +35,16 @@ import (
 // that decrypts nothing.
 const recoveryLen = 40
 
+// featureBits are the features' bits in a recovery key. A bit, once
+// given, never changes: keys on paper carry them.
+var featureBits = map[string]uint16{
+	FeatureGCMIV128:  1 << 0,
+	FeatureEMENames:  1 << 1,
+	FeatureLongNames: 1 << 2,
+	FeatureHKDF:      1 << 3,
+	FeatureXattr:     1 << 4,
+}
+
 // ErrRecoveryChecksum is returned for a recovery key with a typo.
 var ErrRecoveryChecksum = errors.New("the recovery key's checksum does not match: a digit is mistyped or missing")
 
@@ -59,7 +69,7 @@ func (cfg *Config) RecoveryKey(passphrase []byte) ([]byte, error) {
 	defer wipe(master)
 	var mask uint16
 	for _, f := range cfg.Features {
-		mask |= 1 << slices.Index(knownFeatures, f) // Validate: every one is known
+		mask |= featureBits[f] // Validate: every one is known
 	}
 	raw := make([]byte, 0, recoveryLen)
 	raw = append(raw, byte(cfg.Version), byte(bits.Len(uint(cfg.BlockSize))-1), byte(mask>>8), byte(mask))
@@ -84,20 +94,29 @@ func (cfg *Config) RecoveryKey(passphrase []byte) ([]byte, error) {
 // case do not matter. A typo gives ErrRecoveryChecksum. Errors never
 // contain the key.
 func ParseRecoveryKey(text []byte) (*Recovery, error) {
-	digits := make([]byte, 0, 2*recoveryLen)
-	defer func() { wipe(digits) }()
-	for _, c := range bytes.ToLower(text) {
+	// Filled in place, never grown: no copy of the key is left behind.
+	var buf [2 * recoveryLen]byte
+	defer wipe(buf[:])
+	n := 0
+	for _, c := range text {
 		switch {
 		case c == '-' || c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			continue
+		case c >= 'A' && c <= 'F':
+			c += 'a' - 'A'
 		case c >= '0' && c <= '9' || c >= 'a' && c <= 'f':
-			digits = append(digits, c)
 		default:
 			return nil, errors.New("a recovery key holds only hex digits (0-9, a-f) and dashes")
 		}
+		if n < len(buf) {
+			buf[n] = c
+		}
+		n++
 	}
-	if len(digits) != 2*recoveryLen {
-		return nil, fmt.Errorf("a recovery key has %d hex digits; this one has %d", 2*recoveryLen, len(digits))
+	if n != len(buf) {
+		return nil, fmt.Errorf("a recovery key has %d hex digits; this one has %d", len(buf), n)
 	}
+	digits := buf[:]
 	raw := make([]byte, recoveryLen)
 	defer wipe(raw)
 	if _, err := hex.Decode(raw, digits); err != nil {
@@ -114,10 +133,10 @@ func ParseRecoveryKey(text []byte) (*Recovery, error) {
 	}
 	r.blockSize = 1 << raw[1]
 	mask := uint16(raw[2])<<8 | uint16(raw[3])
-	for i, f := range knownFeatures {
-		if mask&(1<<i) != 0 {
+	for _, f := range knownFeatures { // in canonical order
+		if bit := featureBits[f]; mask&bit != 0 {
 			r.features = append(r.features, f)
-			mask &^= 1 << i
+			mask &^= bit
 		}
 	}
 	if mask != 0 {
@@ -136,6 +155,13 @@ func (r *Recovery) Wipe() {
 	if r != nil {
 		wipe(r.master)
 	}
+}
+
+// SameFormat reports whether cfg, a tree's settings, have the format the
+// key names (version, block size, features): a key that differs is
+// another tree's.
+func (r *Recovery) SameFormat(cfg *Config) bool {
+	return cfg.Version == r.version && cfg.BlockSize == r.blockSize && slices.Equal(cfg.Features, r.features)
 }
 
 // Keys derives the working keys, as Config.Unlock does. The caller wipes
@@ -160,27 +186,42 @@ func (r *Recovery) NewConfig(passphrase []byte, logN int) (*Config, error) {
 
 // KeyCheck is what CheckKey found.
 type KeyCheck struct {
-	// Names counts the names that decrypted (of NamesTried), Blocks the
-	// file blocks that authenticated.
-	Names, NamesTried, Blocks int
+	// Names counts the names that decrypted (of NamesTried); Blocks the
+	// files whose first block authenticated, BadBlocks those whose did
+	// not.
+	Names, NamesTried, Blocks, BadBlocks int
 }
 
+// Errors of CheckKey besides ErrRecoveryKeyWrong.
+var (
+	// ErrNotEncrypted: backing has no readable root directory IV, so it
+	// is no encrypted tree (or one whose root IV is lost: crypt fsck).
+	ErrNotEncrypted = errors.New("no readable root directory IV (" + DirIVFile + "): not an encrypted tree")
+	// ErrKeyUnverified: the tree holds too little to tell a right key
+	// from a wrong one.
+	ErrKeyUnverified = errors.New("the tree holds too little to check the key against (fewer than 3 names and no file contents)")
+)
+
 // CheckKey tells whether keys decrypt the encrypted tree in backing, from
-// a sample: up to 256 entries, breadth first from the root. One block of
-// file contents that authenticates proves the key; a tree without one
-// (no file written yet) is judged by its names, where a wrong key makes
-// almost every name fail its padding check. It returns
-// ErrRecoveryKeyWrong when the sample says the key is wrong, and what it
-// checked either way.
+// a sample: up to 256 entries, breadth first from the root. A block of
+// file contents that authenticates proves the key. Without one, names
+// decide: a wrong key passes a name's padding check about once in 285, so
+// at least 3 names, nine in ten of those tried, must decrypt. The first
+// blocks of up to 16 files are tried, so that damaged files do not decide
+// alone. It returns ErrRecoveryKeyWrong when the sample says the key is
+// wrong, ErrKeyUnverified when it says nothing, ErrNotEncrypted when
+// backing has no root IV, and what it checked in every case.
 func CheckKey(backing string, keys *Keys) (KeyCheck, error) {
 	k, err := newFsck(backing, keys, FsckOptions{}, func(Problem) {})
 	if err != nil {
 		return KeyCheck{}, err
 	}
-	content, names := k.content, k.names
 	var kc KeyCheck
+	if iv, err := k.small(DirIVFile, "", "directory IV file", validIV); err != nil || len(iv) != DirIVLen {
+		return kc, ErrNotEncrypted
+	}
 	queue := []string{""}
-	for seen := 0; len(queue) > 0 && seen < 256; {
+	for seen := 0; len(queue) > 0 && seen < 256 && kc.Blocks == 0; {
 		cdir := queue[0]
 		queue = queue[1:]
 		iv, err := k.small(join(cdir, DirIVFile), "", "directory IV file", validIV)
@@ -208,7 +249,7 @@ func CheckKey(backing string, keys *Keys) (KeyCheck, error) {
 				enc = string(data)
 			}
 			kc.NamesTried++
-			if _, err := names.Decrypt(enc, iv); err != nil {
+			if _, err := k.names.Decrypt(enc, iv); err != nil {
 				continue
 			}
 			kc.Names++
@@ -216,24 +257,27 @@ func CheckKey(backing string, keys *Keys) (KeyCheck, error) {
 			switch {
 			case e.IsDir():
 				queue = append(queue, cpath)
-			case e.Type().IsRegular() && kc.Blocks == 0:
-				switch ok, err := firstBlock(content, filepath.Join(backing, cpath)); {
-				case err != nil:
+			case e.Type().IsRegular() && kc.Blocks+kc.BadBlocks < 16:
+				switch ok, err := firstBlock(k.content, filepath.Join(backing, cpath)); {
+				case err != nil: // nothing to try
 				case ok:
 					kc.Blocks++
 				default:
-					return kc, ErrRecoveryKeyWrong
+					kc.BadBlocks++
 				}
 			}
 		}
-		if kc.Blocks > 0 {
-			return kc, nil
-		}
 	}
-	if kc.NamesTried > 0 && kc.Names*2 < kc.NamesTried {
+	switch {
+	case kc.Blocks > 0:
+		return kc, nil
+	case kc.Names >= 3 && kc.Names*10 >= kc.NamesTried*9:
+		// The names prove it; the bad blocks are damage (crypt fsck).
+		return kc, nil
+	case kc.BadBlocks > 0 || kc.NamesTried-kc.Names >= 2:
 		return kc, ErrRecoveryKeyWrong
 	}
-	return kc, nil
+	return kc, ErrKeyUnverified
 }
 
 // firstBlock reports whether the first block of the file at full that is

@@ -2,9 +2,8 @@ package layer
 
 import (
 	"context"
-	"fmt"
+	"crypto/rand"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"slices"
 	"strings"
@@ -157,40 +156,27 @@ func (n *node) pathWith(name string) string {
 	return b.String()
 }
 
-// unreachable returns a path below a directory no backing tree has (a
-// random name, as go-fuse gives orphaned nodes), followed by name.
-// Unreachable recognises it.
+// unreachable returns a path below a directory no backing tree has,
+// followed by name. Unreachable recognises it.
 func unreachable(name string) string {
-	p := fmt.Sprintf("%s%016x/%s", unreachablePrefix, rand.Uint64(), unreachableDir)
 	if name == "" {
-		return p
+		return unreachableRoot
 	}
-	return p + "/" + name
+	return unreachableRoot + "/" + name
 }
 
-const (
-	unreachablePrefix = ".vfsfilter."
-	unreachableDir    = "deleted"
-)
+// unreachableRoot is the path of a node without a name: a name that no
+// user can guess, so no real entry can have it (see Unreachable). The
+// random part is drawn once per process from crypto/rand.
+var unreachableRoot = ".vfsfilter." + rand.Text() + "/deleted"
 
 // Unreachable reports whether p is the path the bridge gives an op on a
 // node that has no name left (an open file unlinked, or replaced under its
 // name): no entry has it, so path-based work fails with ENOENT, and the op
-// reaches its file only through its Handle. Filters that report changes by
-// path (notify) skip such ops: no name users see changed. (A user's own
-// entry named exactly so at the root would be taken for one.)
+// reaches its file only through its Handle. Filters that route or report
+// by path (namespace, notify) treat such an op as one on no name.
 func Unreachable(p string) bool {
-	const n = len(unreachablePrefix) + 16
-	if len(p) < n+1+len(unreachableDir) || p[:len(unreachablePrefix)] != unreachablePrefix || p[n] != '/' {
-		return false
-	}
-	for _, c := range p[len(unreachablePrefix):n] {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	rest := p[n+1:]
-	return rest == unreachableDir || strings.HasPrefix(rest, unreachableDir+"/")
+	return strings.HasPrefix(p, unreachableRoot) && (len(p) == len(unreachableRoot) || p[len(unreachableRoot)] == '/')
 }
 
 func (n *node) do(ctx context.Context, op Op) (*Call, Errno) {
@@ -384,7 +370,9 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 // fd (nil if it has none) for an operation that arrived without a handle,
 // and the function that gives it back. Until then Release and Releasedir
 // cannot take the handle out of node.files or node.dirs or close its fd
-// (fileUse), so the fd stays this node's.
+// (fileUse), so the fd stays this node's. A borrow must never nest (no op
+// run under one may borrow again): a second RLock waits for a Release
+// that waits for the first.
 func (n *node) borrow() (*Handle, func()) {
 	n.fileUse.RLock()
 	n.mu.Lock()

@@ -45,9 +45,12 @@ var cmdCrypt = &command{
                          everything.
   crypt recover BACKING  set a new passphrase from the recovery key (from
                          --keyfile/--extkey or the terminal), after checking
-                         that it decrypts the tree. Other settings (an HSM
-                         store) are kept; a damaged settings file is kept
-                         beside the new one as settings.json.damaged.
+                         that it decrypts the tree (file contents, or at
+                         least 3 names; --force when the tree holds too
+                         little). Other settings (an HSM store) are kept;
+                         the settings replaced are kept as
+                         settings.json.old, a damaged file as
+                         settings.json.damaged.
 
 A wrong passphrase or recovery key exits with status 8.`,
 	setup: func(fs *pflag.FlagSet) func(*env, []string) error {
@@ -58,6 +61,7 @@ A wrong passphrase or recovery key exits with status 8.`,
 		key.noun = "recovery key"
 		logN := fs.Int("scrypt-logn", 0, "passwd, recover: scrypt cost of the new wrapping, log2 of N (default: keep the current; recover: 16)")
 		repair := fs.Bool("repair", false, "fsck: repair what can be repaired without loss (see above)")
+		force := fs.Bool("force", false, "recover: write the settings even when the tree holds too little to check the key against")
 		return func(e *env, args []string) error {
 			if len(args) != 2 || !slices.Contains([]string{"passwd", "fsck", "masterkey", "recover"}, args[0]) {
 				return usageErrorf("crypt needs a sub-command (passwd, fsck, masterkey or recover) and BACKING")
@@ -67,8 +71,11 @@ A wrong passphrase or recovery key exits with status 8.`,
 			if *repair && args[0] != "fsck" {
 				return usageErrorf("--repair is for fsck")
 			}
+			if *force && args[0] != "recover" {
+				return usageErrorf("--force is for recover")
+			}
 			if args[0] == "recover" {
-				return cryptRecover(e, backing, &key, &nw, *logN)
+				return cryptRecover(e, backing, &key, &nw, *logN, *force)
 			}
 			s, err := settings.Load(backing)
 			if err != nil {
@@ -176,16 +183,34 @@ func cryptMasterKey(e *env, backing string, cfg *crypt.Config, sf *secretFlags) 
 		return withCode(ExitBacking, fmt.Errorf("cannot unlock %s: %w", backing, err))
 	}
 	defer clear(key)
+	if f, ok := e.stdout.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o077 != 0 {
+			fmt.Fprintf(e.stderr, "vfsfilter: warning: the recovery key goes to a file others can read (mode %04o); chmod 600 it\n", st.Mode().Perm())
+		}
+	}
 	fmt.Fprintf(e.stderr, "The recovery key of %s follows. With it, \"vfsfilter crypt recover\" sets a\nnew passphrase even when the passphrase is forgotten or the settings file\nis lost. Anyone who has it and the ciphertext reads everything: keep it\noffline, never beside the data.\n", backing)
 	_, err = e.stdout.Write(append(key, '\n'))
 	return err
 }
 
 // damagedSuffix names where crypt recover keeps a settings file it could
-// not read.
-const damagedSuffix = ".damaged"
+// not read, oldSuffix one it replaces.
+const (
+	damagedSuffix = ".damaged"
+	oldSuffix     = ".old"
+)
 
-func cryptRecover(e *env, backing string, keyFlags, nw *secretFlags, logN int) error {
+// copySecret copies the file at src to dst, mode 0600, atomically.
+func copySecret(src, dst string) error {
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	defer clear(data)
+	return settings.WriteFileAtomic(dst, data, 0o600)
+}
+
+func cryptRecover(e *env, backing string, keyFlags, nw *secretFlags, logN int, force bool) error {
 	if logN == 0 {
 		logN = crypt.DefaultScryptLogN
 	}
@@ -213,21 +238,31 @@ func cryptRecover(e *env, backing string, keyFlags, nw *secretFlags, logN int) e
 	}
 	kc, err := crypt.CheckKey(backing, keys)
 	keys.Wipe()
-	if err != nil {
-		return withCode(ExitPassword, fmt.Errorf("%s: %w", backing, err))
-	}
 	switch {
+	case errors.Is(err, crypt.ErrNotEncrypted):
+		return withCode(ExitBacking, fmt.Errorf("%s: %w", backing, err))
+	case errors.Is(err, crypt.ErrKeyUnverified) && force:
+		fmt.Fprintf(e.stderr, "vfsfilter: warning: %s: %v; writing the settings anyway (--force)\n", backing, err)
+	case errors.Is(err, crypt.ErrKeyUnverified):
+		return withCode(ExitFailure, fmt.Errorf("%s: %w; --force writes the settings anyway", backing, err))
+	case err != nil:
+		return withCode(ExitPassword, fmt.Errorf("%s: %w", backing, err))
 	case kc.Blocks > 0:
-		fmt.Fprintf(e.stdout, "the recovery key decrypts %s: %d of %d names checked and a block of file contents\n", backing, kc.Names, kc.NamesTried)
-	case kc.NamesTried > 0:
-		fmt.Fprintf(e.stdout, "the recovery key decrypts %d of %d names of %s (no file contents to check it against)\n", kc.Names, kc.NamesTried, backing)
+		fmt.Fprintf(e.stdout, "the recovery key decrypts %s: %d of %d names checked and file contents\n", backing, kc.Names, kc.NamesTried)
 	default:
-		fmt.Fprintf(e.stderr, "vfsfilter: warning: %s has no encrypted entries to check the recovery key against\n", backing)
+		fmt.Fprintf(e.stdout, "the recovery key decrypts %d of %d names of %s (no file contents authenticate: %d files damaged or none written)\n", kc.Names, kc.NamesTried, backing, kc.BadBlocks)
 	}
 
 	s, loadErr := settings.Load(backing)
 	if loadErr != nil {
 		s = settings.New()
+	} else if s.Has(crypt.SectionName) {
+		// Settings that still say what the tree is: a key of another
+		// format is another tree's.
+		var old crypt.Config
+		if _, err := s.Section(crypt.SectionName, &old); err == nil && old.Validate() == nil && !r.SameFormat(&old) {
+			return withCode(ExitPassword, fmt.Errorf("%s: the recovery key is for a tree of another format (block size, features) than its settings say: another tree's key", backing))
+		}
 	}
 	pass, err := nw.read("New passphrase: ", true)
 	if err != nil {
@@ -243,6 +278,12 @@ func cryptRecover(e *env, backing string, keyFlags, nw *secretFlags, logN int) e
 	}
 	switch {
 	case loadErr == nil:
+		// Kept: if the key was not the one the tree was made with after
+		// all, the old passphrase still opens this copy.
+		if err := copySecret(settings.Path(backing), settings.Path(backing)+oldSuffix); err != nil {
+			return withCode(ExitBacking, fmt.Errorf("keep a copy of the settings: %w", err))
+		}
+		fmt.Fprintf(e.stderr, "vfsfilter: the settings replaced are kept as %s\n", settings.Path(backing)+oldSuffix)
 	case errors.Is(loadErr, settings.ErrNone):
 		fmt.Fprintf(e.stderr, "vfsfilter: %s is missing; the new one holds the encryption settings only (an HSM store, if the tree had one, must be restored from a backup of the file)\n", settings.Path(backing))
 	default:

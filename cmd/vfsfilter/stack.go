@@ -99,8 +99,9 @@ func buildStackFilters(sc *stackContext, pt *layer.Passthrough) ([]layer.Filter,
 // clear.
 func loadSettings(backing string) (*settings.Settings, error) {
 	s, err := settings.Load(backing)
-	_, ivErr := os.Lstat(filepath.Join(backing, crypt.DirIVFile))
-	encrypted := ivErr == nil
+	// The root IV crypt writes: a regular file of exactly its size.
+	iv, ivErr := os.Lstat(filepath.Join(backing, crypt.DirIVFile))
+	encrypted := ivErr == nil && iv.Mode().IsRegular() && iv.Size() == crypt.DirIVLen
 	recover := fmt.Sprintf("with the tree's recovery key, \"vfsfilter crypt recover %s\" writes new settings", backing)
 	switch {
 	case errors.Is(err, settings.ErrNone) && encrypted:

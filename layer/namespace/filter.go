@@ -60,8 +60,8 @@ func (f *Filter) Attach(a *layer.Attachment) error {
 		f.binds[b] = st
 	}
 	layer.OnPre(a, f.lookup)
-	layer.OnPre(a, f.getattr)
-	layer.OnPre(a, f.setattr)
+	layer.OnPre(a, onHandle(f, func(op *layer.GetattrOp) *layer.Handle { return op.Handle }, f.getattr))
+	layer.OnPre(a, onHandle(f, func(op *layer.SetattrOp) *layer.Handle { return op.Handle }, f.setattr))
 	layer.OnPre(a, f.access)
 	layer.OnPre(a, f.readlink)
 	layer.OnPre(a, f.mknod)
@@ -75,16 +75,21 @@ func (f *Filter) Attach(a *layer.Attachment) error {
 	layer.OnPre(a, f.open)
 	layer.OnPre(a, f.readdir)
 	layer.OnPre(a, f.statfs)
-	layer.OnPre(a, f.getxattr)
-	layer.OnPre(a, f.setxattr)
-	layer.OnPre(a, f.listxattr)
-	layer.OnPre(a, f.removexattr)
+	layer.OnPre(a, onHandle(f, func(op *layer.GetxattrOp) *layer.Handle { return op.Handle }, f.getxattr))
+	layer.OnPre(a, onHandle(f, func(op *layer.SetxattrOp) *layer.Handle { return op.Handle }, f.setxattr))
+	layer.OnPre(a, onHandle(f, func(op *layer.ListxattrOp) *layer.Handle { return op.Handle }, f.listxattr))
+	layer.OnPre(a, onHandle(f, func(op *layer.RemovexattrOp) *layer.Handle { return op.Handle }, f.removexattr))
 	// Handle ops matter only for virtual files, which have no fd.
-	layer.OnPre(a, f.read)
-	layer.OnPre(a, f.write)
-	layer.OnPre(a, f.release)
-	layer.OnPre(a, f.flush)
-	layer.OnPre(a, f.fsync)
+	layer.OnPre(a, onHandle(f, func(op *layer.ReadOp) *layer.Handle { return op.Handle }, f.read))
+	layer.OnPre(a, onHandle(f, func(op *layer.WriteOp) *layer.Handle { return op.Handle }, f.write))
+	layer.OnPre(a, onHandle(f, func(op *layer.ReleaseOp) *layer.Handle { return op.Handle }, f.release))
+	layer.OnPre(a, onHandle(f, func(op *layer.FlushOp) *layer.Handle { return op.Handle }, f.flush))
+	layer.OnPre(a, onHandle(f, func(op *layer.FsyncOp) *layer.Handle { return op.Handle }, f.fsync))
+	layer.OnPre(a, onHandle(f, func(op *layer.LseekOp) *layer.Handle { return op.Handle }, nil))
+	layer.OnPre(a, onHandle(f, func(op *layer.AllocateOp) *layer.Handle { return op.Handle }, nil))
+	layer.OnPre(a, onHandle(f, func(op *layer.GetlkOp) *layer.Handle { return op.Handle }, nil))
+	layer.OnPre(a, onHandle(f, func(op *layer.SetlkOp) *layer.Handle { return op.Handle }, nil))
+	layer.OnPre(a, onHandle(f, func(op *layer.IoctlOp) *layer.Handle { return op.Handle }, nil))
 	return nil
 }
 
@@ -239,6 +244,49 @@ func (f *Filter) createAt(c *layer.Call, op layer.Op, path *string) (layer.Statu
 	return st, errno
 }
 
+// bindFile is the handle context of an open file or directory of a bind:
+// every op on it goes to the bind's stack (onHandle), whatever its path
+// says. The filters below this one would otherwise take the bind's plain
+// file for one of theirs: crypt would shrink its size by a header and
+// tags it does not have, and encrypt the extended attributes set through
+// it.
+type bindFile struct{ bind *BindDir }
+
+// bindAt returns the bind that the visible path p is in, or nil.
+func (f *Filter) bindAt(p string) *BindDir {
+	if len(f.binds) == 0 {
+		return nil
+	}
+	if t := f.m.Resolve(p); t.Kind == Bind {
+		return t.Bind
+	}
+	return nil
+}
+
+// markBind records that h, opened at a path in bind b (nil: none), is the
+// bind's.
+func (f *Filter) markBind(b *BindDir, h *layer.Handle, errno layer.Errno) {
+	if b != nil && errno == 0 && h != nil {
+		f.att.SetHandleContext(h, bindFile{b})
+	}
+}
+
+// onHandle wraps next, the pre-callback of an op on an open file (nil:
+// pass it on), so that an op on a bind's file goes to the bind's stack.
+func onHandle[O layer.Op](f *Filter, handle func(O) *layer.Handle, next layer.PreFunc[O]) layer.PreFunc[O] {
+	return func(c *layer.Call, op O) (layer.Status, layer.Errno) {
+		if h := handle(op); h != nil && len(f.binds) > 0 {
+			if b, ok := f.att.HandleContext(h).(bindFile); ok {
+				return done, f.binds[b.bind].Do(c, op)
+			}
+		}
+		if next == nil {
+			return cont, 0
+		}
+		return next(c, op)
+	}
+}
+
 func (f *Filter) mknod(c *layer.Call, op *layer.MknodOp) (layer.Status, layer.Errno) {
 	return f.createAt(c, op, &op.Path)
 }
@@ -252,7 +300,10 @@ func (f *Filter) symlink(c *layer.Call, op *layer.SymlinkOp) (layer.Status, laye
 }
 
 func (f *Filter) create(c *layer.Call, op *layer.CreateOp) (layer.Status, layer.Errno) {
-	return f.createAt(c, op, &op.Path)
+	b := f.bindAt(op.Path)
+	st, errno := f.createAt(c, op, &op.Path)
+	f.markBind(b, op.Handle, errno)
+	return st, errno
 }
 
 // removeAt is the shared pre-callback of unlink and rmdir.
@@ -320,8 +371,10 @@ func (f *Filter) rename(c *layer.Call, op *layer.RenameOp) (layer.Status, layer.
 }
 
 func (f *Filter) open(c *layer.Call, op *layer.OpenOp) (layer.Status, layer.Errno) {
+	b := f.bindAt(op.Path)
 	st, errno, v := f.route(c, op, &op.Path, existing)
 	if v == nil {
+		f.markBind(b, op.Handle, errno)
 		return st, errno
 	}
 	if op.Flags&syscall.O_ACCMODE != syscall.O_RDONLY || op.Flags&syscall.O_TRUNC != 0 {
@@ -449,17 +502,16 @@ func (f *Filter) statfs(c *layer.Call, op *layer.StatfsOp) (layer.Status, layer.
 }
 
 // routeOpen is route for an op that may carry an open file or directory
-// of the entry (the bridge lends one to xattr ops and setattr): when the
-// path no longer leads to it (unlinked, replaced, or hidden: the bridge's
-// name for a node without one, see layer.Unreachable, may match a hide
-// pattern) the op goes on through the handle, as fgetxattr(2) and
-// fchmod(2) do on a local file system.
+// of the entry (the bridge lends one to xattr ops and setattr): on a node
+// that has no name left (layer.Unreachable, which a hide pattern such as
+// ".*" could match), the op goes on through the handle, as fgetxattr(2)
+// and fchmod(2) do on a local file system. A name that is hidden stays
+// hidden, open or not.
 func (f *Filter) routeOpen(c *layer.Call, op layer.Op, path *string, h *layer.Handle) (layer.Status, layer.Errno, *VirtualFile) {
-	st, errno, v := f.route(c, op, path, existing)
-	if errno == enoent && h != nil && h.Fd >= 0 {
+	if h != nil && h.Fd >= 0 && layer.Unreachable(*path) {
 		return cont, 0, nil
 	}
-	return st, errno, v
+	return f.route(c, op, path, existing)
 }
 
 func (f *Filter) getxattr(c *layer.Call, op *layer.GetxattrOp) (layer.Status, layer.Errno) {

@@ -12,6 +12,7 @@ import (
 	"github.com/vfsfilter/vfsfilter/layer"
 	"github.com/vfsfilter/vfsfilter/layer/conformance"
 	"github.com/vfsfilter/vfsfilter/layer/namespace"
+	"golang.org/x/sys/unix"
 )
 
 // hide20 are twenty patterns that match none of posixtest's names, so the
@@ -37,12 +38,17 @@ func stackWith(rules func(t testing.TB) *namespace.Rules) conformance.StackFunc 
 	}
 }
 
-func hideRules(t testing.TB) *namespace.Rules {
-	r := &namespace.Rules{}
-	for _, p := range hide20 {
-		require.NoError(t, r.AddHide(p))
+var hideRules = hiding(hide20...)
+
+// hiding returns rules that hide the patterns.
+func hiding(patterns ...string) func(t testing.TB) *namespace.Rules {
+	return func(t testing.TB) *namespace.Rules {
+		r := &namespace.Rules{}
+		for _, p := range patterns {
+			require.NoError(t, r.AddHide(p))
+		}
+		return r
 	}
-	return r
 }
 
 func TestPosixHide20(t *testing.T) {
@@ -185,11 +191,25 @@ func TestExerciseHide20(t *testing.T) {
 // names are gone still reach them: the bridge's name for a node without
 // one starts with a dot, and must not be taken for a hidden entry.
 func TestOpenFileOutlivesItsNameHidingDotfiles(t *testing.T) {
-	dotfiles := func(t testing.TB) *namespace.Rules {
-		r := &namespace.Rules{}
-		require.NoError(t, r.AddHide(".*"))
-		return r
-	}
-	mnt, backing := conformance.Mount(t, stackWith(dotfiles), layer.MountOptions{})
+	mnt, backing := conformance.Mount(t, stackWith(hiding(".*")), layer.MountOptions{})
 	conformance.Scenarios["OpenFileOutlivesItsName"](t, mnt, backing)
+}
+
+// TestHiddenStaysHiddenWhenOpen: an entry that becomes hidden (its
+// directory renamed to where a rule hides it) stays hidden to changes by
+// path, although it is open: the open file lends the bridge a handle for
+// them, which must not let the change through.
+func TestHiddenStaysHiddenWhenOpen(t *testing.T) {
+	mnt, backing := conformance.Mount(t, stackWith(hiding("vault/f")), layer.MountOptions{})
+	require.NoError(t, os.Mkdir(mnt+"/d", 0o755))
+	require.NoError(t, os.WriteFile(mnt+"/d/f", []byte("x"), 0o644))
+	f, err := os.Open(mnt + "/d/f")
+	require.NoError(t, err)
+	defer f.Close()
+	require.NoError(t, os.Rename(mnt+"/d", mnt+"/vault"))
+	require.ErrorIs(t, os.Chmod(mnt+"/vault/f", 0o600), syscall.ENOENT)
+	require.ErrorIs(t, unix.Setxattr(mnt+"/vault/f", "user.k", []byte("v"), 0), syscall.ENOENT)
+	st, err := os.Stat(backing + "/vault/f")
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o644), st.Mode().Perm(), "mode below")
 }
