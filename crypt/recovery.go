@@ -50,7 +50,7 @@ var ErrRecoveryChecksum = errors.New("the recovery key's checksum does not match
 
 // ErrRecoveryKeyWrong is returned by CheckKey when the key does not
 // decrypt the tree.
-var ErrRecoveryKeyWrong = errors.New("the key does not decrypt this tree (another tree's key?)")
+var ErrRecoveryKeyWrong = errors.New("the key does not decrypt this tree (another tree's key, or every name and file checked is damaged)")
 
 // Recovery is a parsed recovery key. Wipe it when done.
 type Recovery struct {
@@ -161,7 +161,15 @@ func (r *Recovery) Wipe() {
 // key names (version, block size, features): a key that differs is
 // another tree's.
 func (r *Recovery) SameFormat(cfg *Config) bool {
-	return cfg.Version == r.version && cfg.BlockSize == r.blockSize && slices.Equal(cfg.Features, r.features)
+	if cfg.Version != r.version || cfg.BlockSize != r.blockSize || len(cfg.Features) != len(r.features) {
+		return false
+	}
+	for _, f := range cfg.Features {
+		if !slices.Contains(r.features, f) {
+			return false
+		}
+	}
+	return true
 }
 
 // Keys derives the working keys, as Config.Unlock does. The caller wipes
@@ -248,6 +256,9 @@ func CheckKey(backing string, keys *Keys) (KeyCheck, error) {
 				}
 				enc = string(data)
 			}
+			if !plausibleName(enc) {
+				continue // lost+found, .DS_Store: not crypt's
+			}
 			kc.NamesTried++
 			if _, err := k.names.Decrypt(enc, iv); err != nil {
 				continue
@@ -274,10 +285,21 @@ func CheckKey(backing string, keys *Keys) (KeyCheck, error) {
 	case kc.Names >= 3 && kc.Names*10 >= kc.NamesTried*9:
 		// The names prove it; the bad blocks are damage (crypt fsck).
 		return kc, nil
-	case kc.BadBlocks > 0 || kc.NamesTried-kc.Names >= 2:
+	case kc.BadBlocks > 0 || kc.NamesTried-kc.Names >= 2 || kc.NamesTried > 0 && kc.Names == 0:
 		return kc, ErrRecoveryKeyWrong
 	}
 	return kc, ErrKeyUnverified
+}
+
+// plausibleName reports whether a stored name could be one crypt wrote:
+// base64url of whole EME blocks. Entries others put in the backing
+// directory (lost+found, .DS_Store) are not, and say nothing about a key.
+func plausibleName(enc string) bool {
+	if n := b64.DecodedLen(len(enc)); n == 0 || n%16 != 0 {
+		return false
+	}
+	_, err := b64.DecodeString(enc)
+	return err == nil
 }
 
 // firstBlock reports whether the first block of the file at full that is

@@ -256,9 +256,10 @@ func cryptRecover(e *env, backing string, keyFlags, nw *secretFlags, logN int, f
 	s, loadErr := settings.Load(backing)
 	if loadErr != nil {
 		s = settings.New()
-	} else if s.Has(crypt.SectionName) {
+	} else if s.Has(crypt.SectionName) && kc.Blocks == 0 {
 		// Settings that still say what the tree is: a key of another
-		// format is another tree's.
+		// format is another tree's (unless file contents proved it:
+		// then the settings are what is wrong).
 		var old crypt.Config
 		if _, err := s.Section(crypt.SectionName, &old); err == nil && old.Validate() == nil && !r.SameFormat(&old) {
 			return withCode(ExitPassword, fmt.Errorf("%s: the recovery key is for a tree of another format (block size, features) than its settings say: another tree's key", backing))
@@ -278,12 +279,20 @@ func cryptRecover(e *env, backing string, keyFlags, nw *secretFlags, logN int, f
 	}
 	switch {
 	case loadErr == nil:
-		// Kept: if the key was not the one the tree was made with after
-		// all, the old passphrase still opens this copy.
-		if err := copySecret(settings.Path(backing), settings.Path(backing)+oldSuffix); err != nil {
+		// Kept, never over an earlier copy: if the key was not the one
+		// the tree was made with after all, the old passphrase still
+		// opens this copy.
+		kept := settings.Path(backing) + oldSuffix
+		for i := 1; ; i++ {
+			if _, err := os.Lstat(kept); errors.Is(err, os.ErrNotExist) {
+				break
+			}
+			kept = fmt.Sprintf("%s%s.%d", settings.Path(backing), oldSuffix, i)
+		}
+		if err := copySecret(settings.Path(backing), kept); err != nil {
 			return withCode(ExitBacking, fmt.Errorf("keep a copy of the settings: %w", err))
 		}
-		fmt.Fprintf(e.stderr, "vfsfilter: the settings replaced are kept as %s\n", settings.Path(backing)+oldSuffix)
+		fmt.Fprintf(e.stderr, "vfsfilter: the settings replaced are kept as %s\n", kept)
 	case errors.Is(loadErr, settings.ErrNone):
 		fmt.Fprintf(e.stderr, "vfsfilter: %s is missing; the new one holds the encryption settings only (an HSM store, if the tree had one, must be restored from a backup of the file)\n", settings.Path(backing))
 	default:

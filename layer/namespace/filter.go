@@ -72,6 +72,7 @@ func (f *Filter) Attach(a *layer.Attachment) error {
 	layer.OnPre(a, f.rmdir)
 	layer.OnPre(a, f.rename)
 	layer.OnPre(a, f.create)
+	layer.OnPre(a, f.tmpfile)
 	layer.OnPre(a, f.open)
 	layer.OnPre(a, f.readdir)
 	layer.OnPre(a, f.statfs)
@@ -367,7 +368,26 @@ func (f *Filter) link(c *layer.Call, op *layer.LinkOp) (layer.Status, layer.Errn
 }
 
 func (f *Filter) rename(c *layer.Call, op *layer.RenameOp) (layer.Status, layer.Errno) {
+	// Virtual files and binds are rules about visible paths: a directory
+	// holding one cannot move (or be replaced) without leaving it behind,
+	// and open files below it would end up under a bind's name. As
+	// rename(2) of a mountpoint, that is EBUSY.
+	if f.m.HoldsInjected(op.OldPath) || f.m.HoldsInjected(op.NewPath) {
+		return done, ebusy
+	}
 	return f.twoPaths(c, op, &op.OldPath, &op.NewPath)
+}
+
+// tmpfile routes O_TMPFILE by its directory: in a bind, the bind's;
+// hidden, no such directory; a virtual file, no directory at all.
+func (f *Filter) tmpfile(c *layer.Call, op *layer.TmpfileOp) (layer.Status, layer.Errno) {
+	b := f.bindAt(op.Path)
+	st, errno, v := f.route(c, op, &op.Path, existing)
+	if v != nil {
+		return done, layer.Errno(syscall.ENOTDIR)
+	}
+	f.markBind(b, op.Handle, errno)
+	return st, errno
 }
 
 func (f *Filter) open(c *layer.Call, op *layer.OpenOp) (layer.Status, layer.Errno) {

@@ -142,6 +142,20 @@ func (m *Map) Binds() []*BindDir {
 	return append([]*BindDir(nil), m.binds...)
 }
 
+// HoldsInjected reports whether a virtual file or a bind lies inside the
+// visible directory visibleDir, at any depth ("" is the root).
+func (m *Map) HoldsInjected(visibleDir string) bool {
+	if m == nil || m.empty {
+		return false
+	}
+	for d, r := range m.dirs {
+		if len(r.list) > 0 && (visibleDir == "" || d == visibleDir || strings.HasPrefix(d, visibleDir+"/")) {
+			return true
+		}
+	}
+	return false
+}
+
 // Injected returns the virtual files and bind roots that sit directly in the
 // visible directory visibleDir, sorted by name, so a listing can add them
 // after the (translated) backing entries. The slice is shared: callers must
