@@ -483,7 +483,7 @@ func (f *Filter) unlink(c *layer.Call, op *layer.UnlinkOp) (layer.Status, layer.
 }
 
 func (f *Filter) link(c *layer.Call, op *layer.LinkOp) (layer.Status, layer.Errno) {
-	oe, errno := f.path(c, op.OldPath)
+	ocpath, errno := f.cpathVia(c, op.OldPath, op.Handle)
 	if errno != 0 {
 		return done, errno
 	}
@@ -495,7 +495,7 @@ func (f *Filter) link(c *layer.Call, op *layer.LinkOp) (layer.Status, layer.Errn
 	if errno != 0 {
 		return done, errno
 	}
-	sub := &layer.LinkOp{Node: op.Node, OldPath: oe.cpath, NewPath: ne.cpath}
+	sub := &layer.LinkOp{Node: op.Node, OldPath: ocpath, NewPath: ne.cpath, Handle: op.Handle}
 	if errno := f.att.Below.Do(c, sub); errno != 0 {
 		undo()
 		return done, errno

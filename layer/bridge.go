@@ -442,6 +442,16 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 		return nil, syscall.EXDEV
 	}
 	op := &LinkOp{Node: &t.Node, OldPath: t.path(), NewPath: n.child(name)}
+	if Unreachable(op.OldPath) {
+		// A file without a name: an O_TMPFILE file given one (the
+		// kernel allows it for no other), linked through its fd.
+		var put func()
+		op.Handle, put = t.borrow()
+		defer put()
+		if op.Handle == nil {
+			return nil, syscall.ENOENT
+		}
+	}
 	if _, errno := n.do(ctx, op); errno != 0 {
 		return nil, errno
 	}

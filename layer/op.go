@@ -170,10 +170,16 @@ type SymlinkOp struct {
 }
 
 // LinkOp creates a hard link NewPath to the existing OldPath.
+//
+// Handle, when set, is an open handle of the file to link, whose name is
+// gone (an O_TMPFILE file given its name, linkat(2) with AT_EMPTY_PATH):
+// OldPath then does not resolve (see Unreachable), and the passthrough
+// links the handle's fd. A filter that rewrites OldPath must accept that.
 type LinkOp struct {
 	Node    *Node // the existing node
 	OldPath string
 	NewPath string
+	Handle  *Handle
 	Out     Attr
 }
 

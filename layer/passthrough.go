@@ -668,18 +668,24 @@ func (p *Passthrough) symlink(c *Call, op *SymlinkOp) error {
 }
 
 func (p *Passthrough) link(c *Call, op *LinkOp) error {
-	odfd, oname, err := p.at(op.OldPath)
-	if err != nil {
-		return err
-	}
-	defer p.done(odfd)
 	ndfd, nname, err := p.at(op.NewPath)
 	if err != nil {
 		return err
 	}
 	defer p.done(ndfd)
-	if err := unix.Linkat(odfd, oname, ndfd, nname, 0); err != nil {
-		return err
+	if op.Handle != nil && op.Handle.Fd >= 0 {
+		if err := linkFd(op.Handle.Fd, ndfd, nname); err != nil {
+			return err
+		}
+	} else {
+		odfd, oname, err := p.at(op.OldPath)
+		if err != nil {
+			return err
+		}
+		defer p.done(odfd)
+		if err := unix.Linkat(odfd, oname, ndfd, nname, 0); err != nil {
+			return err
+		}
 	}
 	var st unix.Stat_t
 	if err := fstatat(ndfd, nname, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
@@ -687,6 +693,19 @@ func (p *Passthrough) link(c *Call, op *LinkOp) error {
 	}
 	p.fill(&op.Out, &st)
 	return nil
+}
+
+// linkFd gives the open file fd the name nname in ndfd: linkat(2) with
+// AT_EMPTY_PATH, which needs CAP_DAC_READ_SEARCH, else through
+// /proc/self/fd, which does not. Either way the kernel refuses a file
+// that had names and lost them all (ENOENT); an O_TMPFILE file made
+// without O_EXCL may be linked.
+func linkFd(fd, ndfd int, nname string) error {
+	err := unix.Linkat(fd, "", ndfd, nname, unix.AT_EMPTY_PATH)
+	if err == unix.EPERM || err == unix.EACCES {
+		err = unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), ndfd, nname, unix.AT_SYMLINK_FOLLOW)
+	}
+	return err
 }
 
 func (p *Passthrough) unlink(c *Call, op *UnlinkOp) error {

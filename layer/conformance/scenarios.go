@@ -57,6 +57,7 @@ var Scenarios = map[string]Scenario{
 	"BirthTime":                  birthTime,
 	"InodeFlags":                 inodeFlags,
 	"AppendOnlyFile":             appendOnlyFile,
+	"TmpfileLinked":              tmpfileLinked,
 }
 
 // RunScenarios runs every scenario, each on a fresh mount.
@@ -1157,4 +1158,39 @@ func appendOnlyFile(t *testing.T, mnt, backing string) {
 	if b, err := os.ReadFile(backing + "/f"); err != nil || string(b) != "data+more" {
 		t.Errorf("append-only file below after an append: %q, %v", b, err)
 	}
+}
+
+// tmpfileLinked: a file made with O_TMPFILE takes a name with linkat(2)
+// (AT_EMPTY_PATH), as on ext4, keeping what was written; one made with
+// O_EXCL, or a file that had a name and lost it, cannot (ENOENT), and a
+// name in use is refused (EEXIST).
+func tmpfileLinked(t *testing.T, mnt, backing string) {
+	must(t, os.Mkdir(mnt+"/d", 0755))
+	link := func(fd int, name string) error {
+		return unix.Linkat(fd, "", unix.AT_FDCWD, mnt+"/"+name, unix.AT_EMPTY_PATH)
+	}
+	tmp := func(dir string, flags int) int {
+		t.Helper()
+		fd, err := unix.Open(mnt+"/"+dir, unix.O_TMPFILE|unix.O_RDWR|flags, 0640)
+		must(t, err)
+		// Closed also when the scenario fails: see linkNameReusedUnderneath.
+		t.Cleanup(func() { unix.Close(fd) })
+		_, err = unix.Write(fd, []byte("made unnamed"))
+		must(t, err)
+		return fd
+	}
+	must(t, link(tmp("d", 0), "d/named"))
+	if b, err := os.ReadFile(backing + "/d/named"); err != nil || string(b) != "made unnamed" {
+		t.Errorf("O_TMPFILE file linked: %q, %v below", b, err)
+	}
+	if st := lstat(t, mnt+"/d/named"); st.Mode&07777 != 0640 || st.Nlink != 1 {
+		t.Errorf("O_TMPFILE file linked: mode %o, nlink %d; want 640, 1", st.Mode&07777, st.Nlink)
+	}
+	wantErrno(t, link(tmp("", 0), "d/named"), unix.EEXIST, "linking an O_TMPFILE file onto a name in use")
+	wantErrno(t, link(tmp("", unix.O_EXCL), "excl"), unix.ENOENT, "linking an O_TMPFILE file made with O_EXCL")
+	f, err := os.OpenFile(mnt+"/f", os.O_CREATE|os.O_RDWR, 0644)
+	must(t, err)
+	defer f.Close()
+	must(t, os.Remove(mnt+"/f"))
+	wantErrno(t, link(int(f.Fd()), "relinked"), unix.ENOENT, "linking a file that lost its name")
 }

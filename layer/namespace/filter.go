@@ -364,6 +364,28 @@ func (f *Filter) twoPaths(c *layer.Call, op layer.Op, from, to *string) (layer.S
 }
 
 func (f *Filter) link(c *layer.Call, op *layer.LinkOp) (layer.Status, layer.Errno) {
+	if op.Handle != nil && layer.Unreachable(op.OldPath) {
+		// An O_TMPFILE file given its name: where it was made (a
+		// bind, or the rest of the mount) says where it may go.
+		var bind *BindDir
+		if b, ok := f.att.HandleContext(op.Handle).(bindFile); ok {
+			bind = b.bind
+		}
+		dst := f.m.Resolve(op.NewPath)
+		switch {
+		case dst.Kind == Hidden:
+			return done, eperm
+		case dst.Kind == Virtual, dst.Kind == Bind && dst.Backing == "":
+			return done, eexist
+		case dst.Kind == Bind && dst.Bind != bind, dst.Kind != Bind && bind != nil:
+			return done, exdev
+		}
+		op.NewPath = dst.Backing
+		if bind != nil {
+			return done, f.binds[bind].Do(c, op)
+		}
+		return cont, 0
+	}
 	return f.twoPaths(c, op, &op.OldPath, &op.NewPath)
 }
 
