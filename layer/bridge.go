@@ -53,17 +53,18 @@ type node struct {
 	// (and the reverse), so every open of an inode uses one mode until all
 	// its handles are released.
 	ptOpen, daemonOpen int
-	// dirs are the open directory handles of this node. Getattr uses one
-	// when it has no path any more (the directory was replaced by a rename
-	// while open), as fstat on a local file system does.
-	dirs []*Handle
-	// files are the open file handles of this node. A change of mode,
-	// owner or times by path (chmod, chown, utimes: the kernel sends no
-	// handle) and a getxattr borrow one (borrow), so the bottom layer
-	// uses its fd instead of resolving the path again. fileUse is
-	// held shared while an op borrows a handle and exclusively by
-	// Release while it takes its handle out of files, so a borrowed fd is
-	// never closed (and its number reused for another file) under the op.
+	// dirs are the open directory handles of this node, files its open
+	// file handles. Ops the kernel sends without a handle borrow one
+	// (borrow): a change of mode, owner or times (chmod, chown, utimes),
+	// every xattr op, a statx that wants the birth time and the link of
+	// an O_TMPFILE file. The bottom layer then uses its fd, which still
+	// reaches the file when its name is gone or leads to another file,
+	// and saves resolving the path again. Getattr without a handle falls
+	// back on a duplicate of a directory's fd (dupDirHandle). fileUse is
+	// held shared while an op borrows a handle and exclusively by Release
+	// and Releasedir while they take theirs out, so a borrowed fd is never
+	// closed (and its number reused for another file) under the op.
+	dirs    []*Handle
 	files   []*Handle
 	fileUse sync.RWMutex
 }

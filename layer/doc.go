@@ -78,6 +78,18 @@
 // one inode in one mode: an open that would need the other mode while
 // handles are open gets EBUSY, with a log line, instead of a later EIO.
 //
+// # Files without a name
+//
+// An open file can outlive its name: unlinked, removed or replaced
+// underneath, or made with O_TMPFILE. Ops on such a node carry a path no
+// entry has ([Unreachable] recognises it) and, where the kernel sends no
+// handle (xattr ops, chmod and friends, statx, the link that names an
+// O_TMPFILE file), one of the node's own open handles, lent by the bridge.
+// The passthrough then acts through the handle's fd, as ext4 acts on the
+// open inode. A filter that rewrites paths must let such an op through to
+// its handle instead of failing on the path, and one that reports changes
+// by name reports none for it.
+//
 // # Paths and safety
 //
 // Ops carry paths relative to the root, in the names of the layer that sees
