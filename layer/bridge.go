@@ -444,8 +444,10 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	}
 	op := &LinkOp{Node: &t.Node, OldPath: t.path(), NewPath: n.child(name)}
 	if Unreachable(op.OldPath) {
-		// A file without a name: an O_TMPFILE file given one (the
-		// kernel allows it for no other), linked through its fd.
+		// A file without a name in the tree: an O_TMPFILE file given
+		// one, or a file replaced underneath that still has links
+		// below (the kernel refuses files whose link count is 0 and
+		// that are not O_TMPFILE ones), linked through its fd.
 		var put func()
 		op.Handle, put = t.borrow()
 		defer put()
